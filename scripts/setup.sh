@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Installs everything voice-agent needs on Debian, Ubuntu or Raspberry Pi OS:
+# system packages with apt (only those missing), then a virtual environment in .venv
+# with the project and its Python dependencies. Safe to run again; quick when nothing changed.
+#   scripts/setup.sh          what the agent needs
+#   scripts/setup.sh test     plus the test tools and the PulseAudio virtual-room packages
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+want_test=0
+[ "${1:-}" = test ] && want_test=1
+
+# Debian package names: PortAudio for sounddevice, venv/pip for Python itself.
+packages=(python3 python3-venv python3-pip libportaudio2)
+if [ $want_test = 1 ]; then
+  # PulseAudio null sinks are the "virtual room" the end-to-end tests speak and listen in.
+  packages+=(pulseaudio pulseaudio-utils libasound2-plugins)
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+# A python3 that already has venv and pip (pyenv, a distribution build) needs no apt package.
+if command -v python3 >/dev/null && python3 -c 'import venv, ensurepip' 2>/dev/null; then
+  missing=("${missing[@]/python3-venv}"); missing=("${missing[@]/python3-pip}")
+  missing=("${missing[@]/python3}")
+fi
+read -r -a missing <<< "${missing[*]}"
+if [ ${#missing[@]} -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  echo "setup: installing system packages: ${missing[*]}" >&2
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+fi
+
+python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' || {
+  echo "setup: voice-agent needs Python 3.11 or newer; this is $(python3 --version)" >&2; exit 1; }
+
+[ -x .venv/bin/python ] || python3 -m venv .venv
+extras=""
+[ $want_test = 1 ] && extras="[test]"
+# Reinstall only when the project's dependency list or the extras changed.
+stamp=".venv/.voice-agent-installed"
+want="$(sha256sum pyproject.toml | cut -d' ' -f1) $extras"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "setup: installing Python packages into .venv (first time takes a few minutes)" >&2
+  .venv/bin/python -m pip install --quiet --upgrade pip >&2
+  .venv/bin/python -m pip install --quiet -e ".$extras" >&2
+  echo "$want" > "$stamp"
+fi

@@ -1,0 +1,142 @@
+"""Command-line parsing; the work itself happens in session.py and friends."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from voice_agent import __version__
+from voice_agent.config import Config, as_dict, load, user_config_path
+from voice_agent.errors import VoiceAgentError
+
+log = logging.getLogger("voice_agent")
+
+MODES = """\
+voice-agent chat modes:
+  voice-agent chat --input A.wav [--input B.flac ...] --output-dir DIR
+      each file is one spoken user turn; replies are written to DIR as WAV files
+  voice-agent chat --text [--mute]
+      type one turn per line on stdin; replies are printed and spoken (unless --mute)
+The hands-free microphone loop is not available yet."""
+
+# Global flag -> config key; None = not a config setting.
+GLOBAL_FLAGS: dict[str, str | None] = {
+    "config": None,
+    "llm_url": "llm.base_url",
+    "llm_model": "llm.model",
+    "transcripts_dir": "transcripts.dir",
+    "stt_model": "stt.model",
+    "voice": "tts.voice",
+    "debug": None,
+    "verbose": None,
+}
+
+
+def _global_options() -> argparse.ArgumentParser:
+    """Flags accepted before or after the subcommand (SUPPRESS keeps one from erasing the other)."""
+    p = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
+    g = p.add_argument_group("global options")
+    g.add_argument("--config", metavar="FILE", type=Path, help="read settings from this TOML file")
+    g.add_argument("--llm-url", metavar="URL", help="OpenAI-compatible API root, e.g. .../v1")
+    g.add_argument("--llm-model", metavar="NAME", help="model name at that endpoint")
+    g.add_argument("--transcripts-dir", metavar="DIR", help="where session transcripts go")
+    g.add_argument("--stt-model", metavar="NAME|PATH", help="faster-whisper size or model folder")
+    g.add_argument("--voice", metavar="PATH", help="Piper voice .onnx file")
+    g.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    g.add_argument("-v", "--verbose", action="store_true", help="show progress logs")
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _global_options()
+    parser = argparse.ArgumentParser(
+        prog="voice-agent",
+        description="A voice-first conversational agent: speech in, speech out.",
+        parents=[common],
+    )
+    parser.add_argument("--version", action="version", version=f"voice-agent {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="{chat,config}")
+
+    chat = sub.add_parser("chat", parents=[common], help="talk with the agent (default)")
+    chat.add_argument("--input", metavar="FILE", type=Path, action="append", default=[],
+                      help="an audio file (wav/flac/ogg/mp3) as one user turn; repeatable")
+    chat.add_argument("--output-dir", metavar="DIR", type=Path,
+                      help="where the spoken replies to --input files are written")
+    chat.add_argument("--text", action="store_true", help="typed turns from stdin, one per line")
+    chat.add_argument("--mute", action="store_true", help="with --text: print replies only")
+
+    sub.add_parser("config", parents=[common], help="print the effective configuration")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    opts = vars(args)
+    debug = bool(opts.get("debug"))
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.INFO if opts.get("verbose") else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        config = load(opts.get("config"), os.environ, _flag_settings(opts))
+        return _dispatch(opts, config)
+    except VoiceAgentError as exc:
+        if debug:
+            log.exception("failed")
+        print(f"voice-agent: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        if debug:
+            raise
+        print(f"voice-agent: unexpected error: {type(exc).__name__}: {exc} "
+              "(run again with --debug for the details)", file=sys.stderr)
+        return 1
+
+
+def _flag_settings(opts: dict[str, Any]) -> dict[str, Any]:
+    return {key: opts.get(name) for name, key in GLOBAL_FLAGS.items() if key is not None}
+
+
+def _dispatch(opts: dict[str, Any], config: Config) -> int:
+    command = opts.get("command") or "chat"
+    if command == "config":
+        print(render_config(config))
+        return 0
+    inputs: list[Path] = opts.get("input", [])
+    if inputs:
+        if opts.get("output_dir") is None:
+            raise VoiceAgentError("--input needs --output-dir DIR for the spoken replies")
+        from voice_agent.session import run_files
+
+        return asyncio.run(run_files(config, inputs, opts["output_dir"]))
+    if opts.get("text"):
+        from voice_agent.session import run_text
+
+        return asyncio.run(run_text(config, mute=bool(opts.get("mute"))))
+    print(MODES)
+    return 0
+
+
+def render_config(config: Config) -> str:
+    """The effective configuration as TOML; keys are named by their variable, never shown."""
+    lines = [f"# effective configuration (user config file: {user_config_path()})"]
+    for section, values in as_dict(config).items():
+        lines.append(f"\n[{section}]")
+        for name, value in values.items():
+            lines.append(f"{name} = {json.dumps(value, ensure_ascii=False)}")
+        if section == "llm":
+            key_env = values["api_key_env"] or "OPENROUTER_API_KEY"
+            state = "set (value hidden)" if os.environ.get(key_env) else "not set"
+            lines.append(f"# API key: {key_env} is {state}")
+    lines.append(f"\n# transcripts folder: {config.transcripts_dir}")
+    return "\n".join(lines)

