@@ -50,12 +50,18 @@ Step = Stream | Raw | Callable[[BaseHTTPRequestHandler], None]
 
 
 def sse(obj: Any) -> bytes:
-    return b"data: " + json.dumps(obj).encode() + b"\n\n"
+    return b"data: " + json.dumps(obj, ensure_ascii=False).encode() + b"\n\n"
 
 
 def delta(text: str, finish: str | None = None, model: str = "scripted-model") -> bytes:
-    return sse({"id": "x", "object": "chat.completion.chunk", "model": model,
-                "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": finish}]})
+    return sse(
+        {
+            "id": "x",
+            "object": "chat.completion.chunk",
+            "model": model,
+            "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": finish}],
+        }
+    )
 
 
 class ScriptedLLM:

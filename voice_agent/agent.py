@@ -29,8 +29,11 @@ class Stage:
     end: float
 
     def as_dict(self) -> dict[str, float]:
-        return {"start": round(self.start, 3), "end": round(self.end, 3),
-                "seconds": round(self.end - self.start, 3)}
+        return {
+            "start": round(self.start, 3),
+            "end": round(self.end, 3),
+            "seconds": round(self.end - self.start, 3),
+        }
 
 
 @dataclass(frozen=True)
@@ -53,8 +56,13 @@ class TurnRecord:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self, models: dict[str, str]) -> dict[str, Any]:
-        return {"turn": self.turn, "source": self.source, "models": models,
-                "stages": {k: v.as_dict() for k, v in self.stages.items()}, **self.extra}
+        return {
+            "turn": self.turn,
+            "source": self.source,
+            "models": models,
+            "stages": {k: v.as_dict() for k, v in self.stages.items()},
+            **self.extra,
+        }
 
 
 class Agent:
@@ -80,8 +88,11 @@ class Agent:
 
     @property
     def models(self) -> dict[str, str]:
-        return {"stt": self.stt.name if self.stt else "", "llm": self.chat.model,
-                "tts": self.tts.name if self.tts else ""}
+        return {
+            "stt": self.stt.name if self.stt else "",
+            "llm": self.chat.model,
+            "tts": self.tts.name if self.tts else "",
+        }
 
     async def audio_turn(self, audio: Audio, source: str) -> Reply | None:
         """One spoken turn; returns None when nothing trustworthy was heard or the turn failed."""

@@ -65,10 +65,20 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="{chat,config}")
 
     chat = sub.add_parser("chat", parents=[common], help="talk with the agent (default)")
-    chat.add_argument("--input", metavar="FILE", type=Path, action="append", default=[],
-                      help="an audio file (wav/flac/ogg/mp3) as one user turn; repeatable")
-    chat.add_argument("--output-dir", metavar="DIR", type=Path,
-                      help="where the spoken replies to --input files are written")
+    chat.add_argument(
+        "--input",
+        metavar="FILE",
+        type=Path,
+        action="append",
+        default=[],
+        help="an audio file (wav/flac/ogg/mp3) as one user turn; repeatable",
+    )
+    chat.add_argument(
+        "--output-dir",
+        metavar="DIR",
+        type=Path,
+        help="where the spoken replies to --input files are written",
+    )
     chat.add_argument("--text", action="store_true", help="typed turns from stdin, one per line")
     chat.add_argument("--mute", action="store_true", help="with --text: print replies only")
 
@@ -98,8 +108,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if debug:
             raise
-        print(f"voice-agent: unexpected error: {type(exc).__name__}: {exc} "
-              "(run again with --debug for the details)", file=sys.stderr)
+        print(
+            f"voice-agent: unexpected error: {type(exc).__name__}: {exc} "
+            "(run again with --debug for the details)",
+            file=sys.stderr,
+        )
         return 1
 
 

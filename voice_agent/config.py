@@ -173,6 +173,4 @@ def _coerce(cls: type[Any], name: str, value: Any, source: str) -> Any:
             raise ValueError(value)
         return kind(value)
     except (TypeError, ValueError):
-        raise ConfigError(
-            f"{source}: {name} must be {kind.__name__}, got {value!r}"
-        ) from None
+        raise ConfigError(f"{source}: {name} must be {kind.__name__}, got {value!r}") from None

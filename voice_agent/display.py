@@ -1,4 +1,6 @@
-"""What the person at the terminal sees: the conversation on stdout, notes and errors on stderr.
+"""What the person at the terminal sees: the conversation and notes on stdout, errors on stderr.
+
+Errors alone go to stderr, so a failure is one clear line there.
 
 Model output can carry terminal control sequences (ANSI colours, OSC titles, clears); they are
 made inert before printing so a reply cannot drive the terminal.
@@ -43,7 +45,7 @@ class Display:
 
     def note(self, text: str) -> None:
         self.reply_end()
-        self._line(self.err, inert(text))
+        self._line(self.out, inert(text))
 
     def error(self, text: str) -> None:
         self.reply_end()

@@ -150,7 +150,7 @@ class ChatClient:
             try:
                 event = await asyncio.wait_for(anext(events), max(deadline, 0.001))
             except StopAsyncIteration:
-                log.warning("reply stream ended without [DONE] or finish_reason")
+                log.info("reply stream ended without [DONE] or finish_reason")
                 yield ReplyChunk(finish_reason="incomplete")
                 return
             chunk = self._parse(event)
@@ -176,7 +176,9 @@ class ChatClient:
         if finish == "error":
             raise LlmError("the LLM reported an error mid-reply")
         reasoning = delta.get("reasoning") or delta.get("reasoning_content") or ""
-        return ReplyChunk(text=delta.get("content") or "", reasoning=reasoning, finish_reason=finish)
+        return ReplyChunk(
+            text=delta.get("content") or "", reasoning=reasoning, finish_reason=finish
+        )
 
     def _redact(self, text: str) -> str:
         """Providers sometimes echo the key they refused; never pass it on."""

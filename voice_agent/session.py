@@ -99,4 +99,3 @@ async def run_text(config: Config, mute: bool) -> int:
 def _report_transcript(agent: Agent, display: Display) -> None:
     if agent.writer.path is not None:
         display.note(f"(transcript: {agent.writer.path})")
-

@@ -14,28 +14,66 @@ from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
 _THINK = re.compile(r"<think>.*?(?:</think>|\Z)", re.DOTALL | re.IGNORECASE)
-_MATH = re.compile(r"\$\$(.+?)\$\$|\\\[(.+?)\\\]|\\\((.+?)\\\)|\$(?=\S)([^$\n]+?)(?<=\S)\$(?!\d)", re.DOTALL
+_MATH = re.compile(
+    r"\$\$(.+?)\$\$|\\\[(.+?)\\\]|\\\((.+?)\\\)|\$(?=\S)([^$\n]+?)(?<=\S)\$(?!\d)", re.DOTALL
 )
 _URL = re.compile(r"https?://([^/\s)]+)[^\s)]*")
 _SPACES = re.compile(r"[ \t\r\f\v]+")
 
 # Words for the symbols and LaTeX commands models use in prose; anything else is dropped.
 _LATEX_WORDS = {
-    "rightarrow": " to ", "to": " to ", "Rightarrow": " implies ", "implies": " implies ",
-    "leftarrow": " from ", "leftrightarrow": " both ways ", "times": " times ", "cdot": " times ",
-    "div": " divided by ", "pm": " plus or minus ", "approx": " about ", "sim": " about ",
-    "le": " at most ", "leq": " at most ", "ge": " at least ", "geq": " at least ",
-    "neq": " not equal to ", "ne": " not equal to ", "infty": " infinity ", "pi": " pi ",
-    "alpha": " alpha ", "beta": " beta ", "gamma": " gamma ", "delta": " delta ",
-    "theta": " theta ", "lambda": " lambda ", "mu": " mu ", "sigma": " sigma ",
-    "sum": " the sum of ", "sqrt": " the square root of ", "degree": " degrees ",
-    "circ": " degrees ", "percent": " percent ", "%": " percent ",
+    "rightarrow": " to ",
+    "to": " to ",
+    "Rightarrow": " implies ",
+    "implies": " implies ",
+    "leftarrow": " from ",
+    "leftrightarrow": " both ways ",
+    "times": " times ",
+    "cdot": " times ",
+    "div": " divided by ",
+    "pm": " plus or minus ",
+    "approx": " about ",
+    "sim": " about ",
+    "le": " at most ",
+    "leq": " at most ",
+    "ge": " at least ",
+    "geq": " at least ",
+    "neq": " not equal to ",
+    "ne": " not equal to ",
+    "infty": " infinity ",
+    "pi": " pi ",
+    "alpha": " alpha ",
+    "beta": " beta ",
+    "gamma": " gamma ",
+    "delta": " delta ",
+    "theta": " theta ",
+    "lambda": " lambda ",
+    "mu": " mu ",
+    "sigma": " sigma ",
+    "sum": " the sum of ",
+    "sqrt": " the square root of ",
+    "degree": " degrees ",
+    "circ": " degrees ",
+    "percent": " percent ",
+    "%": " percent ",
 }
 _SYMBOL_WORDS = {
-    "→": " to ", "⇒": " implies ", "←": " from ", "↔": " both ways ", "×": " times ",
-    "÷": " divided by ", "±": " plus or minus ", "≈": " about ", "≤": " at most ",
-    "≥": " at least ", "≠": " not equal to ", "∞": " infinity ", "•": ", ", "—": ", ",
-    "–": " to ", "…": "...",
+    "→": " to ",
+    "⇒": " implies ",
+    "←": " from ",
+    "↔": " both ways ",
+    "×": " times ",
+    "÷": " divided by ",
+    "±": " plus or minus ",
+    "≈": " about ",
+    "≤": " at most ",
+    "≥": " at least ",
+    "≠": " not equal to ",
+    "∞": " infinity ",
+    "•": ", ",
+    "—": ", ",
+    "–": " to ",
+    "…": "...",
 }
 _LATEX_CMD = re.compile(r"\\([A-Za-z]+|%)")
 _FRAC = re.compile(r"\\[dt]?frac\s*\{([^{}]*)\}\s*\{([^{}]*)\}")

@@ -20,9 +20,24 @@ log = logging.getLogger(__name__)
 
 # Names faster-whisper resolves itself (downloaded on first use).
 WHISPER_SIZES = {
-    "tiny", "tiny.en", "base", "base.en", "small", "small.en", "medium", "medium.en",
-    "large-v1", "large-v2", "large-v3", "large", "distil-large-v2", "distil-medium.en",
-    "distil-small.en", "distil-large-v3", "large-v3-turbo", "turbo",
+    "tiny",
+    "tiny.en",
+    "base",
+    "base.en",
+    "small",
+    "small.en",
+    "medium",
+    "medium.en",
+    "large-v1",
+    "large-v2",
+    "large-v3",
+    "large",
+    "distil-large-v2",
+    "distil-medium.en",
+    "distil-small.en",
+    "distil-large-v3",
+    "large-v3-turbo",
+    "turbo",
 }
 
 

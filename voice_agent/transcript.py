@@ -112,7 +112,9 @@ class TranscriptWriter:
             except FileExistsError:
                 continue  # another session started in the same second
             except OSError as exc:
-                raise TranscriptError(f"cannot create transcript in {day}: {exc.strerror}") from None
+                raise TranscriptError(
+                    f"cannot create transcript in {day}: {exc.strerror}"
+                ) from None
             try:
                 os.fchmod(fd, 0o600)
                 _write_all(fd, render_header(self.model, self.started))
