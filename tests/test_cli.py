@@ -16,8 +16,8 @@ from voice_agent.transcript import read
 
 pytestmark = pytest.mark.slow
 
-REPLY = "**Sure.** The weather today is sunny and warm, with a light breeze in the afternoon."
-SPOKEN = "Sure. The weather today is sunny and warm, with a light breeze in the afternoon."
+REPLY = "The **quick** brown fox jumps over the *lazy* dog near the river bank."
+SPOKEN = "The quick brown fox jumps over the lazy dog near the river bank."
 STRUCTURE = re.compile(
     r"# Voice Conversation: (.+)\n\*\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\*\n\n---\n\n"
     r"(\*\*(USER|ASSISTANT):\*\*\n\n.+?\n\n---\n\n)+\Z",
@@ -53,7 +53,7 @@ def test_spoken_turn_end_to_end(tmp_path: Path) -> None:
 
     reply_wav = tmp_path / "out" / "reply-001.wav"
     spoken_back = WhisperStt(SttConfig()).transcribe(read_file(reply_wav)).text
-    assert wer([SPOKEN], [spoken_back]) <= 0.1, spoken_back
+    assert wer([SPOKEN], [spoken_back]) <= 0.15, spoken_back
 
     [md] = transcript_files(tmp_path / "t")
     text = md.read_text(encoding="utf-8")
