@@ -1,4 +1,9 @@
-"""The turn loop: transcribe -> ask the LLM (streamed) -> speak -> record, one turn at a time."""
+"""One turn: transcribe -> stream the reply -> speak it piece by piece -> record.
+
+Speaking starts with the first complete sentence while the model is still writing. A turn
+can be cancelled at any point (the user barged in, resumed speaking, or pressed Ctrl+C); the
+transcript and the model's history then keep exactly what was spoken, marked interrupted.
+"""
 
 from __future__ import annotations
 
@@ -9,60 +14,43 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from voice_agent.audio import Audio
+from voice_agent.config import ReplyConfig
 from voice_agent.display import Display
 from voice_agent.errors import LlmError, VoiceAgentError
-from voice_agent.llm import ChatClient, Conversation
-from voice_agent.speaker import Speaker
+from voice_agent.llm import ChatClient, Conversation, Message
+from voice_agent.sentences import SentenceSplitter
+from voice_agent.speaker import AudioOut
 from voice_agent.speech_text import for_speech
-from voice_agent.stt import SpeechToText
+from voice_agent.stt import SpeechToText, Transcription
 from voice_agent.transcript import TranscriptWriter
 from voice_agent.tts import TextToSpeech
 
 log = logging.getLogger(__name__)
+INTERRUPTED = " [interrupted]"
 
 
-@dataclass(frozen=True)
-class Stage:
-    """Wall-clock start and end of one stage, in seconds since the epoch."""
+@dataclass
+class Turn:
+    """A user turn in progress, with the metadata that goes to the sidecar."""
 
-    start: float
-    end: float
+    number: int
+    source: str
+    text: str = ""
+    committed: bool = False  # the USER block is in the transcript
+    events: dict[str, float] = field(default_factory=dict)  # name -> time.time()
+    extra: dict[str, Any] = field(default_factory=dict)
 
-    def as_dict(self) -> dict[str, float]:
-        return {
-            "start": round(self.start, 3),
-            "end": round(self.end, 3),
-            "seconds": round(self.end - self.start, 3),
-        }
+    def mark(self, event: str, at: float | None = None) -> None:
+        self.events.setdefault(event, at if at is not None else time.time())
 
 
 @dataclass(frozen=True)
 class Reply:
-    """The assistant's answer to one user turn."""
+    """The assistant's answer, as it went into the transcript."""
 
-    text: str  # exactly as the model wrote it (kept in the transcript)
-    spoken: str  # what was said aloud
-    audio: Audio | None  # None when muted
-    finish_reason: str  # "stop", "length", "incomplete", ...
-
-
-@dataclass
-class TurnRecord:
-    """Sidecar metadata for one user turn, written as one JSON line."""
-
-    turn: int
-    source: str
-    stages: dict[str, Stage] = field(default_factory=dict)
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def as_dict(self, models: dict[str, str]) -> dict[str, Any]:
-        return {
-            "turn": self.turn,
-            "source": self.source,
-            "models": models,
-            "stages": {k: v.as_dict() for k, v in self.stages.items()},
-            **self.extra,
-        }
+    text: str  # the model's text, or the part that was spoken before an interruption
+    audio_seconds: float
+    finish_reason: str  # "stop", "length", "incomplete", "interrupted"
 
 
 class Agent:
@@ -72,17 +60,19 @@ class Agent:
         conversation: Conversation,
         writer: TranscriptWriter,
         display: Display,
+        reply_config: ReplyConfig,
         stt: SpeechToText | None = None,
         tts: TextToSpeech | None = None,
-        speaker: Speaker | None = None,
+        out: AudioOut | None = None,
     ) -> None:
         self.chat = chat
         self.conversation = conversation
         self.writer = writer
         self.display = display
+        self.config = reply_config
         self.stt = stt
         self.tts = tts
-        self.speaker = speaker
+        self.out = out
         self.turns = 0
         self.failures = 0
 
@@ -94,81 +84,189 @@ class Agent:
             "tts": self.tts.name if self.tts else "",
         }
 
-    async def audio_turn(self, audio: Audio, source: str) -> Reply | None:
-        """One spoken turn; returns None when nothing trustworthy was heard or the turn failed."""
-        assert self.stt is not None, "audio turns need a speech recogniser"
-        record = self._new_record(source)
-        record.extra["audio_seconds"] = round(audio.seconds, 3)
-        start = time.time()
-        heard = await asyncio.to_thread(self.stt.transcribe, audio)
-        record.stages["stt"] = Stage(start, time.time())
-        if not heard.text:
-            self.turns -= 1
-            self.display.note(f"(no speech heard in {source})")
-            log.info("no speech in %s (%d segments dropped)", source, heard.dropped_segments)
-            return None
-        return await self._answer(heard.text, record)
-
-    async def text_turn(self, text: str) -> Reply | None:
-        return await self._answer(text, self._new_record("text"))
-
-    def _new_record(self, source: str) -> TurnRecord:
+    def new_turn(self, source: str) -> Turn:
         self.turns += 1
-        return TurnRecord(self.turns, source)
+        return Turn(self.turns, source)
 
-    async def _answer(self, user_text: str, record: TurnRecord) -> Reply | None:
-        self.display.user(user_text)
-        self.writer.append("USER", user_text)
-        self.conversation.add("user", user_text)
+    async def transcribe(self, audio: Audio) -> Transcription:
+        assert self.stt is not None, "audio turns need a speech recogniser"
+        return await asyncio.to_thread(self.stt.transcribe, audio)
+
+    def commit(self, turn: Turn) -> None:
+        """Put the user's words in the transcript (once) and in the model's history."""
+        if not turn.committed:
+            turn.committed = True
+            self.writer.append("USER", turn.text)
+            self.conversation.add("user", turn.text)
+
+    async def respond(self, turn: Turn, gate: asyncio.Event | None = None) -> Reply | None:
+        """Ask the model and speak its reply; None when the model failed (already reported).
+
+        ``gate`` holds back the first sound while it is clear (the user is still talking);
+        the user's turn is committed when the reply starts, so a turn that is merged with
+        what the user says next never reaches the transcript twice.
+        """
+        pieces: list[tuple[int, int]] = []  # (end offset in the text, tag) per spoken piece
+        parts: list[str] = []
+        finish = "incomplete"
+        if self.out is not None:
+            self.out.reset()
         try:
-            reply = await self._reply(record)
+            finish = await self._stream(turn, gate, parts, pieces)
+        except asyncio.CancelledError:
+            if self.out is not None:
+                self.out.stop()
+            if turn.committed:
+                self._finish(turn, self._spoken_part("".join(parts), pieces), "interrupted")
+            raise
         except VoiceAgentError as exc:
+            self.commit(turn)
             self.failures += 1
             self.conversation.drop_last_user()
             self.display.error(str(exc))
-            record.extra["error"] = str(exc)
-            self._record(record)
+            turn.extra["error"] = str(exc)
+            self._record(turn)
             return None
-        self.conversation.add("assistant", reply.text)
-        self.writer.append("ASSISTANT", reply.text)
-        record.extra["finish_reason"] = reply.finish_reason
-        if reply.audio is not None:
-            record.extra["reply_audio_seconds"] = round(reply.audio.seconds, 3)
-        self._record(record)
-        return reply
+        return self._finish(turn, "".join(parts), finish)
 
-    async def _reply(self, record: TurnRecord) -> Reply:
-        start = time.time()
-        first_token: float | None = None
-        parts: list[str] = []
+    async def _stream(
+        self,
+        turn: Turn,
+        gate: asyncio.Event | None,
+        parts: list[str],
+        pieces: list[tuple[int, int]],
+    ) -> str:
+        queue: asyncio.Queue[tuple[str, int] | None] = asyncio.Queue()
+        splitter = SentenceSplitter(self.config.first_fragment_chars)
         finish = "incomplete"
-        async for chunk in self.chat.stream(self.conversation.request()):
-            if chunk.text:
-                first_token = first_token or time.time()
-                parts.append(chunk.text)
-                self.display.reply_text(chunk.text)
-            if chunk.finish_reason is not None:
-                finish = chunk.finish_reason
-        self.display.reply_end()
-        record.stages["llm"] = Stage(start, time.time())
-        if first_token is not None:
-            record.extra["first_token_seconds"] = round(first_token - start, 3)
-        text = "".join(parts)
-        if not text.strip():
+
+        async def produce() -> None:
+            nonlocal finish
+            turn.mark("request_sent")
+            offset = 0
+            async for chunk in self.chat.stream(self.conversation.request() + self._pending(turn)):
+                if chunk.text:
+                    turn.mark("first_token")
+                    parts.append(chunk.text)
+                    self.display.reply_text(chunk.text)
+                    if self.config.streaming:
+                        for piece in splitter.feed(chunk.text):
+                            offset = await self._queue_piece(queue, parts, piece, offset, turn)
+                if chunk.finish_reason is not None:
+                    finish = chunk.finish_reason
+            self.display.reply_end()
+            turn.mark("reply_done")
+            rest = splitter.flush() if self.config.streaming else ["".join(parts)]
+            for piece in rest:
+                offset = await self._queue_piece(queue, parts, piece, offset, turn)
+            await queue.put(None)
+
+        async def speak() -> None:
+            while (item := await queue.get()) is not None:
+                text, end = item
+                spoken = for_speech(text)
+                if not spoken or self.tts is None:
+                    continue
+                audio = await asyncio.to_thread(self.tts.synthesize, spoken)
+                turn.mark("first_audio_ready")
+                if gate is not None:
+                    await gate.wait()
+                self.commit(turn)
+                if self.out is not None:
+                    tag = len(pieces)
+                    pieces.append((end, tag))
+                    self.out.enqueue(audio, tag)
+                turn.extra["reply_audio_seconds"] = round(
+                    turn.extra.get("reply_audio_seconds", 0) + audio.seconds, 3
+                )
+
+        producer = asyncio.create_task(produce())
+        speaker = asyncio.create_task(speak())
+        try:
+            await producer
+            await speaker
+        finally:
+            producer.cancel()
+            speaker.cancel()
+        if not "".join(parts).strip():
             raise LlmError("the LLM sent an empty reply")
+        if gate is not None:
+            await gate.wait()
+        self.commit(turn)
+        if self.out is not None:
+            await self.out.drained()
+            first = self.out.first_sound_at()
+            if first is not None:
+                turn.mark("first_audio_out", first)
         if finish == "incomplete":
             self.display.note("(the reply was cut off: the connection ended early)")
-        spoken = for_speech(text)
-        audio = None
-        if self.tts is not None:
-            start = time.time()
-            audio = await asyncio.to_thread(self.tts.synthesize, spoken)
-            record.stages["tts"] = Stage(start, time.time())
-        if self.speaker is not None and audio is not None:
-            start = time.time()
-            await asyncio.to_thread(self.speaker.play, audio)
-            record.stages["playback"] = Stage(start, time.time())
-        return Reply(text, spoken, audio, finish)
+        return finish
 
-    def _record(self, record: TurnRecord) -> None:
-        self.writer.record(record.as_dict(self.models))
+    @staticmethod
+    def _pending(turn: Turn) -> list[Message]:
+        """The user's words, sent before they are committed (commit waits for the reply)."""
+        return [] if turn.committed else [Message("user", turn.text)]
+
+    async def _queue_piece(
+        self,
+        queue: asyncio.Queue[tuple[str, int] | None],
+        parts: list[str],
+        piece: str,
+        offset: int,
+        turn: Turn,
+    ) -> int:
+        text = "".join(parts)
+        found = text.find(piece, offset)
+        end = found + len(piece) if found >= 0 else len(text)
+        turn.mark("first_sentence_ready")
+        await queue.put((piece, end))
+        return end
+
+    def _spoken_part(self, text: str, pieces: list[tuple[int, int]]) -> str:
+        """The reply up to where playback stopped, ending mid-piece on a word boundary."""
+        assert self.out is not None
+        start = 0
+        kept = ""
+        for end, tag in pieces:
+            fraction = self.out.played_fraction(tag)
+            if fraction >= 0.999:
+                kept, start = text[:end], end
+                continue
+            words = text[start:end].split()
+            heard = words[: int(len(words) * fraction)]
+            if heard:
+                kept = (kept + " " + " ".join(heard)).strip() + "\u2026"
+            break
+        return kept.strip() + INTERRUPTED
+
+    def _finish(self, turn: Turn, text: str, finish: str) -> Reply:
+        self.conversation.add("assistant", text)
+        self.writer.append("ASSISTANT", text)
+        turn.extra["finish_reason"] = finish
+        turn.extra["interrupted"] = finish == "interrupted"
+        self._record(turn)
+        return Reply(text, turn.extra.get("reply_audio_seconds", 0.0), finish)
+
+    def _record(self, turn: Turn) -> None:
+        events = {k: round(v, 3) for k, v in sorted(turn.events.items(), key=lambda kv: kv[1])}
+        self.writer.record(
+            {"turn": turn.number, "source": turn.source, "models": self.models,
+             "events": events, "stages": _stages(turn.events), **turn.extra}
+        )  # fmt: skip
+
+
+def _stages(events: dict[str, float]) -> dict[str, float]:
+    """Durations in seconds between the events a user feels."""
+    pairs = {
+        "stt": ("stt_start", "stt_done"),
+        "endpoint_to_stt_done": ("speech_end", "stt_done"),
+        "first_token": ("request_sent", "first_token"),
+        "llm": ("request_sent", "reply_done"),
+        "first_audio_ready": ("request_sent", "first_audio_ready"),
+        "speech_end_to_first_audio": ("speech_end", "first_audio_out"),
+    }
+    return {
+        name: round(events[b] - events[a], 3)
+        for name, (a, b) in pairs.items()
+        if a in events and b in events
+    }

@@ -18,14 +18,6 @@ from voice_agent.errors import VoiceAgentError
 
 log = logging.getLogger("voice_agent")
 
-MODES = """\
-voice-agent chat modes:
-  voice-agent chat --input A.wav [--input B.flac ...] --output-dir DIR
-      each file is one spoken user turn; replies are written to DIR as WAV files
-  voice-agent chat --text [--mute]
-      type one turn per line on stdin; replies are printed and spoken (unless --mute)
-The hands-free microphone loop is not available yet."""
-
 # Global flag -> config key; None = not a config setting.
 GLOBAL_FLAGS: dict[str, str | None] = {
     "config": None,
@@ -34,6 +26,9 @@ GLOBAL_FLAGS: dict[str, str | None] = {
     "transcripts_dir": "transcripts.dir",
     "stt_model": "stt.model",
     "voice": "tts.voice",
+    "input_device": "audio.input_device",
+    "output_device": "audio.output_device",
+    "barge_in": "audio.barge_in",
     "debug": None,
     "verbose": None,
 }
@@ -49,6 +44,8 @@ def _global_options() -> argparse.ArgumentParser:
     g.add_argument("--transcripts-dir", metavar="DIR", help="where session transcripts go")
     g.add_argument("--stt-model", metavar="NAME|PATH", help="faster-whisper size or model folder")
     g.add_argument("--voice", metavar="PATH", help="Piper voice .onnx file")
+    g.add_argument("--input-device", metavar="INDEX|NAME", help="microphone (voice-agent devices)")
+    g.add_argument("--output-device", metavar="INDEX|NAME", help="speaker (voice-agent devices)")
     g.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     g.add_argument("-v", "--verbose", action="store_true", help="show progress logs")
     return p
@@ -62,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
     )
     parser.add_argument("--version", action="version", version=f"voice-agent {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="{chat,config}")
+    sub = parser.add_subparsers(dest="command", metavar="{chat,devices,config}")
 
     chat = sub.add_parser("chat", parents=[common], help="talk with the agent (default)")
     chat.add_argument(
@@ -81,6 +78,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     chat.add_argument("--text", action="store_true", help="typed turns from stdin, one per line")
     chat.add_argument("--mute", action="store_true", help="with --text: print replies only")
+    chat.add_argument(
+        "--barge-in",
+        action="store_true",
+        default=None,
+        help="your speech interrupts the reply (headsets, echo-cancelling mics)",
+    )
+    chat.add_argument(
+        "--push-to-talk",
+        action="store_true",
+        help="press Enter to start and stop each turn instead of voice detection",
+    )
+
+    sub.add_parser("devices", parents=[common], help="list microphones and speakers")
 
     sub.add_parser("config", parents=[common], help="print the effective configuration")
     return parser
@@ -125,6 +135,11 @@ def _dispatch(opts: dict[str, Any], config: Config) -> int:
     if command == "config":
         print(render_config(config))
         return 0
+    if command == "devices":
+        from voice_agent.devices import describe
+
+        print(describe())
+        return 0
     inputs: list[Path] = opts.get("input", [])
     if inputs:
         if opts.get("output_dir") is None:
@@ -136,8 +151,9 @@ def _dispatch(opts: dict[str, Any], config: Config) -> int:
         from voice_agent.session import run_text
 
         return asyncio.run(run_text(config, mute=bool(opts.get("mute"))))
-    print(MODES)
-    return 0
+    from voice_agent.session import run_live
+
+    return asyncio.run(run_live(config, push_to_talk=bool(opts.get("push_to_talk"))))
 
 
 def render_config(config: Config) -> str:

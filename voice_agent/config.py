@@ -64,6 +64,42 @@ class TtsConfig:
 
 
 @dataclass(frozen=True)
+class VadConfig:
+    """Voice activity detection and endpointing (16 kHz frames)."""
+
+    aggressiveness: int = 2  # webrtcvad 0..3: higher rejects more noise, may miss soft speech
+    frame_ms: int = 20  # 10, 20 or 30
+    start_ms: int = 100  # consecutive voiced audio that starts an utterance
+    preroll_ms: int = 600  # audio kept from before the start, so no first word is clipped
+    hangover_ms: int = 700  # silence that ends an utterance
+    early_stt_ms: int = 150  # silence after which transcription starts, before the hangover ends
+    min_speech_ms: int = 250  # shorter voiced blips (clicks, coughs) are dropped
+    max_utterance_s: float = 30.0  # longer speech is cut and transcribed
+    silero_confirm: bool = True  # second opinion from Silero VAD before transcribing
+    silero_threshold: float = 0.5  # 0..1 speech probability for Silero
+
+
+@dataclass(frozen=True)
+class AudioConfig:
+    """Microphone and speaker."""
+
+    input_device: str = ""  # index or part of the name; "" = the system default
+    output_device: str = ""  # index or part of the name; "" = the system default
+    echo_tail_ms: int = 300  # after playback ends, the microphone stays deaf this long
+    barge_in: bool = False  # user speech stops playback (headsets / echo-cancelling mics only)
+
+
+@dataclass(frozen=True)
+class ReplyConfig:
+    """How replies are produced and spoken."""
+
+    streaming: bool = True  # speak sentence by sentence while the model is still writing
+    early_transcription: bool = True  # transcribe during the end-of-speech silence
+    first_fragment_chars: int = 40  # the first fragment may end at a comma once this long
+    end_phrases: str = "goodbye"  # comma-separated phrases that end the session when said
+
+
+@dataclass(frozen=True)
 class TranscriptConfig:
     """Where sessions are kept."""
 
@@ -75,6 +111,9 @@ class Config:
     stt: SttConfig = field(default_factory=SttConfig)
     llm: LlmConfig = field(default_factory=LlmConfig)
     tts: TtsConfig = field(default_factory=TtsConfig)
+    vad: VadConfig = field(default_factory=VadConfig)
+    audio: AudioConfig = field(default_factory=AudioConfig)
+    reply: ReplyConfig = field(default_factory=ReplyConfig)
     transcripts: TranscriptConfig = field(default_factory=TranscriptConfig)
 
     @property
@@ -88,6 +127,9 @@ SECTIONS: dict[str, type[Any]] = {
     "stt": SttConfig,
     "llm": LlmConfig,
     "tts": TtsConfig,
+    "vad": VadConfig,
+    "audio": AudioConfig,
+    "reply": ReplyConfig,
     "transcripts": TranscriptConfig,
 }
 

@@ -26,12 +26,34 @@ class Display:
         self.out = out or sys.stdout
         self.err = err or sys.stderr
         self._replying = False
+        self._announced = False
+        self._transient = False  # a status line is showing and must be wiped first
+        self.interactive = self.out.isatty()
 
     def user(self, text: str) -> None:
         self._line(self.out, f"you: {inert(text)}")
 
+    def status(self, state: str) -> None:
+        """listening / hearing / thinking / speaking / stopped: a line that rewrites itself on a
+        terminal; elsewhere only the first "Listening" line is printed."""
+        if state == "listening" and not self._announced:
+            self._announced = True
+            self._line(self.out, "Listening\u2026 (say goodbye or press Ctrl+C to end)")
+            return
+        if self.interactive and not self._replying:
+            self._wipe()
+            self.out.write(f"[{state}]")
+            self.out.flush()
+            self._transient = True
+
+    def _wipe(self) -> None:
+        if self._transient:
+            self.out.write("\r\x1b[2K")
+            self._transient = False
+
     def reply_text(self, text: str) -> None:
         """Print reply text as it streams in."""
+        self._wipe()
         if not self._replying:
             self.out.write("assistant: ")
             self._replying = True
@@ -51,7 +73,7 @@ class Display:
         self.reply_end()
         self._line(self.err, f"voice-agent: error: {inert(text)}")
 
-    @staticmethod
-    def _line(stream: TextIO, text: str) -> None:
+    def _line(self, stream: TextIO, text: str) -> None:
+        self._wipe()
         stream.write(text + "\n")
         stream.flush()

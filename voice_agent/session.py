@@ -1,4 +1,4 @@
-"""A chat session: builds the stages from the configuration and feeds turns to the agent."""
+"""A chat session: builds the stages from the configuration and runs one of the chat modes."""
 
 from __future__ import annotations
 
@@ -7,18 +7,19 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 from voice_agent.agent import Agent
-from voice_agent.audio import read_file, write_wav
+from voice_agent.audio import read_file, silence, write_wav
 from voice_agent.config import Config
 from voice_agent.display import Display
 from voice_agent.errors import AudioFileError, VoiceAgentError
 from voice_agent.llm import ChatClient, Conversation
 from voice_agent.llm_endpoint import resolve
-from voice_agent.speaker import Speaker
+from voice_agent.speaker import AudioBuffer, AudioOut, Speaker
 from voice_agent.stt import WhisperStt
 from voice_agent.transcript import TranscriptWriter
 from voice_agent.tts import PiperTts
@@ -26,27 +27,58 @@ from voice_agent.tts import PiperTts
 log = logging.getLogger(__name__)
 
 
-async def build_agent(
-    config: Config, display: Display, *, need_stt: bool, need_tts: bool, need_speaker: bool
-) -> Agent:
-    """Load what the mode needs, models in parallel (each load is seconds of CPU)."""
+@dataclass(frozen=True)
+class Needs:
+    stt: bool
+    tts: bool
+    speaker: bool
+
+
+async def build_agent(config: Config, display: Display, needs: Needs) -> Agent:
+    """Load what the mode needs; the models load in parallel (each is seconds of CPU)."""
     launched = time.perf_counter()
     endpoint = resolve(config.llm, os.environ)
-    stt_task = asyncio.to_thread(WhisperStt, config.stt) if need_stt else _none()
-    tts_task = asyncio.to_thread(PiperTts, config.tts) if need_tts else _none()
-    stt, tts = await asyncio.gather(stt_task, tts_task)
-    speaker = Speaker() if need_speaker else None
     chat = ChatClient(endpoint, config.llm)
-    model = await chat.ensure_model()
+    stt_task = asyncio.to_thread(WhisperStt, config.stt) if needs.stt else _none()
+    tts_task = asyncio.to_thread(PiperTts, config.tts) if needs.tts else _none()
+    try:
+        stt, tts, model = await asyncio.gather(stt_task, tts_task, chat.ensure_model())
+    except BaseException:
+        await chat.aclose()
+        raise
+    await asyncio.gather(*(asyncio.to_thread(warm) for warm in _warm_ups(stt, tts)))
+    out: AudioOut | None = None
+    if needs.speaker:
+        out = Speaker(config.audio.output_device)
+    elif tts is not None:
+        out = AudioBuffer(tts.rate_hz)
     display.note(f"LLM: {model} at {endpoint.base_url} ({endpoint.provider})")
     log.info("ready in %.2f s", time.perf_counter() - launched)
     writer = TranscriptWriter(config.transcripts_dir, model, datetime.now())
     conversation = Conversation(config.llm.system_prompt, config.llm.history_chars)
-    return Agent(chat, conversation, writer, display, stt, tts, speaker)
+    return Agent(chat, conversation, writer, display, config.reply, stt, tts, out)
 
 
 async def _none() -> None:
     return None
+
+
+def _warm_ups(stt: WhisperStt | None, tts: PiperTts | None) -> list[Callable[[], object]]:
+    """One inference each, so the first turn does not pay for lazy initialisation."""
+    warm: list[Callable[[], object]] = []
+    if stt is not None:
+        warm.append(lambda: stt.transcribe(silence(1.0)))
+    if tts is not None:
+        warm.append(lambda: tts.synthesize("Hello."))
+    return warm
+
+
+async def close(agent: Agent, display: Display) -> None:
+    await agent.chat.aclose()
+    if isinstance(agent.out, Speaker):
+        agent.out.close()
+    if agent.writer.path is not None:
+        display.note(f"(transcript: {agent.writer.path})")
 
 
 async def run_files(config: Config, inputs: Sequence[Path], output_dir: Path) -> int:
@@ -56,7 +88,8 @@ async def run_files(config: Config, inputs: Sequence[Path], output_dir: Path) ->
         output_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise VoiceAgentError(f"cannot create output folder {output_dir}: {exc.strerror}") from None
-    agent = await build_agent(config, display, need_stt=True, need_tts=True, need_speaker=False)
+    agent = await build_agent(config, display, Needs(stt=True, tts=True, speaker=False))
+    assert isinstance(agent.out, AudioBuffer)
     failed = 0
     try:
         for n, path in enumerate(inputs, start=1):
@@ -66,36 +99,63 @@ async def run_files(config: Config, inputs: Sequence[Path], output_dir: Path) ->
                 display.error(str(exc))
                 failed += 1
                 continue
-            reply = await agent.audio_turn(audio, str(path))
-            if reply is not None and reply.audio is not None:
+            turn = agent.new_turn(str(path))
+            turn.extra["audio_seconds"] = round(audio.seconds, 3)
+            turn.mark("stt_start")
+            heard = await agent.transcribe(audio)
+            turn.mark("stt_done")
+            if not heard.text:
+                display.note(f"(no speech heard in {path})")
+                continue
+            turn.text = heard.text
+            display.user(heard.text)
+            if await agent.respond(turn) is not None:
                 out = output_dir / f"reply-{n:03d}.wav"
-                write_wav(out, reply.audio)
+                write_wav(out, agent.out.take())
                 display.note(f"(reply written to {out})")
     finally:
-        await agent.chat.aclose()
-        _report_transcript(agent, display)
+        await close(agent, display)
     return 1 if failed or agent.failures else 0
 
 
 async def run_text(config: Config, mute: bool) -> int:
     """Typed turns from stdin, one line each, until end of input."""
     display = Display()
-    agent = await build_agent(
-        config, display, need_stt=False, need_tts=not mute, need_speaker=not mute
-    )
+    agent = await build_agent(config, display, Needs(stt=False, tts=not mute, speaker=not mute))
     try:
-        while True:
-            line = await asyncio.to_thread(sys.stdin.readline)
-            if not line:
-                break
+        while line := await asyncio.to_thread(sys.stdin.readline):
             if line.strip():
-                await agent.text_turn(line.strip())
+                turn = agent.new_turn("text")
+                turn.text = line.strip()
+                display.user(turn.text)
+                await agent.respond(turn)
     finally:
-        await agent.chat.aclose()
-        _report_transcript(agent, display)
+        await close(agent, display)
     return 1 if agent.failures else 0
 
 
-def _report_transcript(agent: Agent, display: Display) -> None:
-    if agent.writer.path is not None:
-        display.note(f"(transcript: {agent.writer.path})")
+async def run_live(config: Config, push_to_talk: bool) -> int:
+    """The hands-free conversation on the microphone and speaker."""
+    from voice_agent.live import LiveSession
+    from voice_agent.mic import Microphone
+
+    launched = time.perf_counter()
+    display = Display()
+    mic = Microphone(config.audio.input_device, config.vad.frame_ms, display.note)
+    mic.start()
+    try:
+        agent = await build_agent(config, display, Needs(stt=True, tts=True, speaker=True))
+    except BaseException:
+        mic.close()
+        raise
+    assert isinstance(agent.out, Speaker)
+    display.note(
+        f"(microphone: {mic.name} at {mic.rate_hz} Hz; speaker: {agent.out.name}; "
+        f"ready in {time.perf_counter() - launched:.1f} s)"
+    )
+    try:
+        session = LiveSession(agent, config, display, mic, agent.out, push_to_talk)
+        return await session.run()
+    finally:
+        mic.close()
+        await close(agent, display)

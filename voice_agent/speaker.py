@@ -1,48 +1,174 @@
-"""Speaker: plays replies through PortAudio (sounddevice) at the device's own rate."""
+"""Speaker: gapless playback of reply pieces from PortAudio's own callback thread.
+
+The output stream runs for the whole session and plays silence when idle, so consecutive
+sentences join without gaps, a stop takes effect within one callback (a few ms), and the
+device never has to wake up in front of a first syllable.
+"""
 
 from __future__ import annotations
 
+import collections
 import logging
-from typing import Any
+import math
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol
 
-from voice_agent.audio import Audio
-from voice_agent.errors import DeviceError
+from voice_agent.audio import Audio, Pcm, concat
+from voice_agent.devices import find_device, import_sounddevice, open_error
 
 log = logging.getLogger(__name__)
 
 
-def import_sounddevice() -> Any:
-    """Import sounddevice, turning a missing PortAudio into an actionable message."""
-    try:
-        import sounddevice
-    except OSError:
-        raise DeviceError(
-            "the PortAudio library is missing: install it with 'sudo apt install libportaudio2'"
-        ) from None
-    return sounddevice
+class AudioOut(Protocol):
+    """Where reply audio goes: a real speaker, or a buffer written to a file."""
+
+    def enqueue(self, audio: Audio, tag: int) -> None: ...
+    def played_fraction(self, tag: int) -> float: ...
+    def stop(self) -> None: ...
+    def reset(self) -> None: ...
+    def first_sound_at(self) -> float | None: ...
+    async def drained(self) -> None: ...
+
+
+@dataclass
+class _Piece:
+    samples: Pcm
+    tag: int
+    pos: int = 0
 
 
 class Speaker:
-    """Blocking playback on one output device; call ``play`` from a worker thread."""
+    """One output device; ``enqueue`` and ``stop`` are safe from any thread."""
 
-    def __init__(self, device: int | str | None = None) -> None:
+    def __init__(self, device: str = "", blocksize_ms: int = 20) -> None:
         sd = import_sounddevice()
-        self._sd = sd
-        try:
-            info = sd.query_devices(device, kind="output")
-        except (ValueError, sd.PortAudioError) as exc:
-            raise DeviceError(
-                f"no usable output device ({exc}): check 'voice-agent devices', or use --mute"
-            ) from None
-        self.device = info["index"] if isinstance(info, dict) else device
+        index, info = find_device(sd, device, "output")
         self.name = str(info["name"])
         self.rate_hz = int(info["default_samplerate"])
-
-    def play(self, audio: Audio) -> None:
-        if len(audio.samples) == 0:
-            return
-        out = audio.resampled(self.rate_hz)
+        self._lock = threading.Lock()
+        self._queue: collections.deque[_Piece] = collections.deque()
+        self._played: dict[int, int] = collections.defaultdict(int)
+        self._lengths: dict[int, int] = collections.defaultdict(int)
+        self._first_sound: float | None = None
+        self._idle = threading.Event()
+        self._idle.set()
+        self._audible_until = 0.0
         try:
-            self._sd.play(out.samples, out.rate_hz, device=self.device, blocking=True)
-        except self._sd.PortAudioError as exc:
-            raise DeviceError(f"cannot play on {self.name}: {exc}") from None
+            self._stream = sd.OutputStream(
+                samplerate=self.rate_hz, channels=1, dtype="int16", device=index,
+                blocksize=self.rate_hz * blocksize_ms // 1000, callback=self._callback,
+            )  # fmt: skip
+            self._stream.start()
+        except sd.PortAudioError as exc:
+            raise open_error(exc, "output", self.name) from None
+        self.latency_s = float(self._stream.latency)
+
+    def close(self) -> None:
+        self._stream.abort()
+        self._stream.close()
+
+    def enqueue(self, audio: Audio, tag: int) -> None:
+        """Queue audio (resampled here, off the callback thread) after what is playing."""
+        samples = audio.resampled(self.rate_hz).samples
+        with self._lock:
+            self._queue.append(_Piece(samples, tag))
+            self._lengths[tag] += len(samples)
+            self._idle.clear()
+
+    def stop(self) -> None:
+        """Silence at once: drop everything queued and playing."""
+        with self._lock:
+            self._queue.clear()
+            if not self._idle.is_set():
+                self._audible_until = time.monotonic() + self.latency_s
+            self._idle.set()
+
+    def reset(self) -> None:
+        """Start counting afresh for a new reply."""
+        with self._lock:
+            self._played.clear()
+            self._lengths.clear()
+            self._first_sound = None
+
+    def played_fraction(self, tag: int) -> float:
+        """How much of the audio queued under ``tag`` has reached the device, 0..1."""
+        with self._lock:
+            total = self._lengths.get(tag, 0)
+            return self._played[tag] / total if total else 0.0
+
+    def first_sound_at(self) -> float | None:
+        """``time.time()`` when the first queued sample reached the device (latency included)."""
+        return self._first_sound
+
+    @property
+    def playing(self) -> bool:
+        return not self._idle.is_set()
+
+    def audible_until(self) -> float:
+        """``time.monotonic()`` until which the room may still hear the last reply."""
+        return math.inf if self.playing else self._audible_until
+
+    async def drained(self) -> None:
+        import asyncio
+
+        while not self._idle.is_set():
+            await asyncio.sleep(0.01)
+
+    def _callback(self, outdata: Any, frames: int, time_info: Any, status: Any) -> None:
+        out = outdata[:, 0]
+        filled = 0
+        with self._lock:
+            while filled < frames and self._queue:
+                piece = self._queue[0]
+                n = min(frames - filled, len(piece.samples) - piece.pos)
+                out[filled : filled + n] = piece.samples[piece.pos : piece.pos + n]
+                if self._first_sound is None and n:
+                    self._first_sound = time.time() + self.latency_s
+                piece.pos += n
+                filled += n
+                self._played[piece.tag] += n
+                if piece.pos >= len(piece.samples):
+                    self._queue.popleft()
+            if filled and not self._queue:
+                self._audible_until = time.monotonic() + self.latency_s + filled / self.rate_hz
+                self._idle.set()
+        out[filled:] = 0
+
+
+class AudioBuffer:
+    """An ``AudioOut`` that keeps everything (replies written to files, muted sessions)."""
+
+    def __init__(self, rate_hz: int) -> None:
+        self.rate_hz = rate_hz
+        self._pieces: list[Audio] = []
+        self._tags: set[int] = set()
+        self._first: float | None = None
+
+    def enqueue(self, audio: Audio, tag: int) -> None:
+        self._first = self._first or time.time()
+        self._pieces.append(audio)
+        self._tags.add(tag)
+
+    def played_fraction(self, tag: int) -> float:
+        return 1.0 if tag in self._tags else 0.0
+
+    def stop(self) -> None:
+        pass
+
+    def reset(self) -> None:
+        pass
+
+    def first_sound_at(self) -> float | None:
+        return self._first
+
+    async def drained(self) -> None:
+        pass
+
+    def take(self) -> Audio:
+        """Everything enqueued since the last take, as one piece."""
+        audio = concat(self._pieces, self.rate_hz)
+        self._pieces, self._first = [], None
+        self._tags.clear()
+        return audio

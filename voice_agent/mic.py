@@ -1,0 +1,139 @@
+"""Microphone: 16 kHz mono frames from PortAudio, handed to the event loop as they arrive.
+
+The device is opened at 16 kHz when it allows it, otherwise at its own rate and resampled with
+soxr's streaming resampler. A device that stops delivering audio (unplugged, suspended) is
+reopened with backoff while the session goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import soxr
+
+from voice_agent.audio import SPEECH_RATE_HZ, Pcm
+from voice_agent.devices import find_device, import_sounddevice, open_error
+from voice_agent.errors import DeviceError
+
+log = logging.getLogger(__name__)
+STALL_S = 2.0  # no audio for this long means the device is gone
+MAX_BACKOFF_S = 10.0
+
+
+@dataclass(frozen=True)
+class Frame:
+    samples: Pcm  # exactly frame_ms of 16 kHz audio
+    captured_at: float  # time.monotonic() when its last sample was captured (approximately)
+
+
+class Microphone:
+    def __init__(
+        self, device: str = "", frame_ms: int = 20, on_note: Callable[[str], None] | None = None
+    ) -> None:
+        self._sd = import_sounddevice()
+        self.device_spec = device
+        self.frame_samples = SPEECH_RATE_HZ * frame_ms // 1000
+        self._note = on_note or (lambda text: None)
+        self._stream: Any = None
+        self._queue: asyncio.Queue[Pcm | None] = asyncio.Queue()
+        self.name = ""
+        self.rate_hz = SPEECH_RATE_HZ
+        self.latency_s = 0.0
+
+    def start(self) -> None:
+        """Open the device now, so a problem is reported before the agent says it listens."""
+        self._queue = asyncio.Queue()
+        self._open(asyncio.get_running_loop(), self._queue)
+
+    def _open(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[Pcm | None]) -> None:
+        """Open the device; raises DeviceError with what to do when it cannot."""
+        sd = self._sd
+        index, info = find_device(sd, self.device_spec, "input")
+        self.name = str(info["name"])
+        rate = SPEECH_RATE_HZ
+        try:
+            sd.check_input_settings(device=index, samplerate=rate, channels=1, dtype="int16")
+        except (ValueError, sd.PortAudioError):
+            rate = int(info["default_samplerate"])
+        self.rate_hz = rate
+        resampler = (
+            None
+            if rate == SPEECH_RATE_HZ
+            else soxr.ResampleStream(rate, SPEECH_RATE_HZ, 1, dtype="int16")
+        )
+
+        def callback(indata: Any, frames: int, time_info: Any, status: Any) -> None:
+            data = indata[:, 0].copy()
+            if resampler is not None:
+                data = resampler.resample_chunk(data)
+            loop.call_soon_threadsafe(queue.put_nowait, data)
+
+        try:
+            self._stream = sd.InputStream(
+                samplerate=rate, channels=1, dtype="int16", device=index,
+                blocksize=rate * 20 // 1000, callback=callback,
+            )  # fmt: skip
+            self._stream.start()
+        except sd.PortAudioError as exc:
+            raise open_error(exc, "input", self.name) from None
+        self.latency_s = float(self._stream.latency)
+        log.info("microphone %s at %d Hz (latency %.0f ms)", self.name, rate, self.latency_s * 1000)
+
+    def close(self) -> None:
+        if self._stream is not None:
+            try:
+                self._stream.abort()
+                self._stream.close()
+            except self._sd.PortAudioError:
+                pass
+            self._stream = None
+
+    async def frames(self) -> AsyncIterator[Frame]:
+        """Frames until cancelled; reopens the device when it stalls."""
+        loop = asyncio.get_running_loop()
+        if self._stream is None:
+            self.start()  # a failure here is fatal: the user must fix the device
+        queue = self._queue
+        pending = np.zeros(0, dtype=np.int16)
+        backoff = 0.5
+        try:
+            while True:
+                try:
+                    chunk = await asyncio.wait_for(queue.get(), STALL_S)
+                except TimeoutError:
+                    chunk = None
+                if chunk is None:
+                    pending = np.zeros(0, dtype=np.int16)
+                    queue = await self._reopen(loop, backoff)
+                    backoff = min(backoff * 2, MAX_BACKOFF_S)
+                    continue
+                backoff = 0.5
+                pending = np.concatenate([pending, chunk])
+                now = time.monotonic() - self.latency_s
+                n = self.frame_samples
+                while len(pending) >= n:
+                    frame, pending = pending[:n], pending[n:]
+                    yield Frame(frame, now - len(pending) / SPEECH_RATE_HZ)
+        finally:
+            self.close()
+
+    async def _reopen(
+        self, loop: asyncio.AbstractEventLoop, backoff: float
+    ) -> asyncio.Queue[Pcm | None]:
+        self.close()
+        self._note(f"(microphone {self.name!r} stopped; reopening in {backoff:.1f} s)")
+        await asyncio.sleep(backoff)
+        queue: asyncio.Queue[Pcm | None] = asyncio.Queue()
+        try:
+            self._open(loop, queue)
+            self._note(f"(microphone {self.name!r} is back)")
+        except DeviceError as exc:
+            log.info("reopen failed: %s", exc)
+            loop.call_soon(queue.put_nowait, None)  # try again after the next backoff
+        return queue
