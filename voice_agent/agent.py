@@ -37,6 +37,7 @@ class Turn:
     source: str
     text: str = ""
     committed: bool = False  # the USER block is in the transcript
+    audio: Audio | None = None  # what the user said, kept until the reply starts
     events: dict[str, float] = field(default_factory=dict)  # name -> time.time()
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -69,10 +69,12 @@ class VadConfig:
 
     aggressiveness: int = 2  # webrtcvad 0..3: higher rejects more noise, may miss soft speech
     frame_ms: int = 20  # 10, 20 or 30
+    floor_dbfs: float = -55.0  # frames quieter than this (RMS, dB full scale) are never speech
     start_ms: int = 100  # consecutive voiced audio that starts an utterance
     preroll_ms: int = 600  # audio kept from before the start, so no first word is clipped
     hangover_ms: int = 700  # silence that ends an utterance
-    early_stt_ms: int = 150  # silence after which transcription starts, before the hangover ends
+    unfinished_extra_ms: int = 600  # more silence allowed when the words so far sound unfinished
+    early_stt_ms: int = 200  # silence after which transcription starts, before the hangover ends
     min_speech_ms: int = 250  # shorter voiced blips (clicks, coughs) are dropped
     max_utterance_s: float = 30.0  # longer speech is cut and transcribed
     silero_confirm: bool = True  # second opinion from Silero VAD before transcribing

@@ -64,7 +64,7 @@ class LiveSession:
         self.push_to_talk = push_to_talk
         self.barge_in = config.audio.barge_in
         self.endpointer = Endpointer(config.vad)
-        self.vad = VoiceDetector(config.vad.aggressiveness)
+        self.vad = VoiceDetector(config.vad.aggressiveness, config.vad.floor_dbfs)
         self.confirmer = (
             SpeechConfirmer(config.vad.silero_threshold) if config.vad.silero_confirm else None
         )
@@ -78,6 +78,7 @@ class LiveSession:
         self._early: _Early | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._deaf = False
+        self._undecided = 0  # utterances heard but not yet turned into a turn (or dropped)
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -122,6 +123,10 @@ class LiveSession:
         voiced = self.vad.is_speech(frame.samples)
         for event in self.endpointer.feed(frame.samples, voiced):
             if isinstance(event, Started):
+                log.debug(
+                    "speech started (frame captured %.3f s ago)",
+                    time.monotonic() - frame.captured_at,
+                )
                 self.display.status("hearing")
                 if self.barge_in and self.speaker.playing:
                     self._interrupt("barge-in")
@@ -131,8 +136,13 @@ class LiveSession:
                 self._cancel_early()
             elif isinstance(event, Utterance):
                 ended = time.time() - self.config.vad.hangover_ms / 1000 - self.mic.latency_s
+                self._undecided += 1
                 self._spawn(self._on_utterance(event, ended))
-        if self.endpointer.in_speech:
+        self._update_gate()
+
+    def _update_gate(self) -> None:
+        """The agent may speak when the user is silent and nothing they said is undecided."""
+        if self.endpointer.maybe_speech or self._undecided:
             self.gate.clear()
         else:
             self.gate.set()
@@ -141,6 +151,14 @@ class LiveSession:
         self._cancel_early()
         task = asyncio.create_task(self.agent.transcribe(event.audio))
         self._early = _Early(event.generation, time.time(), task)
+        extra = self.config.vad.unfinished_extra_ms
+
+        def check(done: asyncio.Task[Transcription]) -> None:
+            finished = not done.cancelled() and done.exception() is None
+            if extra and finished and sounds_unfinished(done.result().text):
+                self.endpointer.extend_hangover(event.generation, extra)
+
+        task.add_done_callback(check)
 
     def _cancel_early(self) -> None:
         if self._early is not None:
@@ -153,6 +171,13 @@ class LiveSession:
         task.add_done_callback(self._tasks.discard)
 
     async def _on_utterance(self, u: Utterance, speech_end: float) -> None:
+        try:
+            await self._take_utterance(u, speech_end)
+        finally:
+            self._undecided -= 1
+            self._update_gate()
+
+    async def _take_utterance(self, u: Utterance, speech_end: float) -> None:
         async with self._turn_lock:
             if self.confirmer is not None and not await asyncio.to_thread(
                 self.confirmer.has_speech, u.audio
@@ -171,18 +196,22 @@ class LiveSession:
             if not heard.text:
                 log.info("no words in %.1f s of audio", u.audio.seconds)
                 return
-            text = heard.text
+            text, audio = heard.text, u.audio
             merged = self._reply_turn
-            if merged is not None and not merged.committed:
+            if merged is not None and not merged.committed and merged.audio is not None:
+                # the user went on before the reply started: one turn, transcribed whole
                 self._interrupt("merge")
-                text = f"{merged.text} {text}"
+                audio = concat([merged.audio, u.audio], SPEECH_RATE_HZ)
+                stt_start = time.time()
+                text = (await self.agent.transcribe(audio)).text or f"{merged.text} {text}"
             turn = self.agent.new_turn("microphone")
             turn.text = text
-            turn.extra["audio_seconds"] = round(u.audio.seconds, 3)
+            turn.audio = audio
+            turn.extra["audio_seconds"] = round(audio.seconds, 3)
             turn.mark("speech_end", speech_end)
             turn.mark("stt_start", min(stt_start, time.time()))
             turn.mark("stt_done")
-            turn.extra["early_transcription"] = early is not None
+            turn.extra["early_transcription"] = early is not None and merged is None
             self.display.user(text)
             if self._is_end_phrase(text):
                 self.agent.commit(turn)
@@ -254,12 +283,32 @@ class LiveSession:
                         audio = concat(recording, SPEECH_RATE_HZ)
                         recording = []
                         u = Utterance(audio, -1, audio.seconds)
-                        self.gate.set()
+                        self._undecided += 1
                         self._spawn(self._on_utterance(u, time.time()))
                 if active:
                     recording.append(Audio(frame.samples, SPEECH_RATE_HZ))
         finally:
             loop.remove_reader(sys.stdin.fileno())
+
+
+CONTINUATIONS = {
+    "and", "or", "but", "so", "because", "the", "a", "an", "to", "of", "with", "for", "in", "on",
+    "at", "my", "your", "our", "their", "that", "which", "who", "if", "when", "than", "is", "are",
+}  # fmt: skip
+
+
+def sounds_unfinished(text: str) -> bool:
+    """Whisper punctuates: a trailing comma, a dangling "and", or a longer phrase without a
+    closing full stop usually means the speaker paused mid-thought."""
+    stripped = text.strip()
+    if not stripped:
+        return False
+    if stripped[-1] in ",;:-\u2014\u2026" or stripped.endswith("..."):
+        return True
+    words = _words(stripped)
+    if words and words[-1] in CONTINUATIONS:
+        return True
+    return stripped[-1] not in ".!?\"'" and len(words) >= 4
 
 
 def _words(text: str) -> list[str]:

@@ -7,6 +7,7 @@
     TRAILING --(voiced frame)--> SPEECH                       emits Resumed if Paused was sent
     TRAILING --(early_stt_ms of silence)--> TRAILING          emits Paused (audio so far)
     TRAILING --(hangover_ms of silence)--> SILENCE            emits Utterance, or drops a blip
+                (extend_hangover() lengthens the wait when the words so far sound unfinished)
     SPEECH/TRAILING --(max_utterance_s)--> SPEECH             emits Utterance (cut)
 
 A pre-roll of ``preroll_ms`` before the detected start is kept, so the first word is never
@@ -75,7 +76,9 @@ class Endpointer:
         self._early_frames = max(1, config.early_stt_ms // config.frame_ms)
         self._max_frames = int(config.max_utterance_s * 1000) // config.frame_ms
         self._min_speech_frames = config.min_speech_ms // config.frame_ms
-        self._tail_frames = min(self._hangover_frames, 200 // config.frame_ms)
+        # the utterance keeps as much trailing silence as the early transcription saw, so the
+        # early transcript is of exactly the audio the utterance holds
+        self._tail_frames = min(self._hangover_frames, self._early_frames)
         preroll = max(config.preroll_ms // config.frame_ms, self._start_frames)
         self._preroll: collections.deque[Pcm] = collections.deque(maxlen=preroll)
         self.reset()
@@ -90,10 +93,21 @@ class Endpointer:
         self._speech_frames = 0  # frames from first to last voiced
         self._paused_sent = False
         self._generation = getattr(self, "_generation", 0) + 1
+        self._hangover = self._hangover_frames
 
     @property
     def in_speech(self) -> bool:
         return self.state is not State.SILENCE
+
+    @property
+    def maybe_speech(self) -> bool:
+        """Speech has started, or voiced frames are arriving that may start it."""
+        return self.in_speech or self._voiced_run > 0
+
+    def extend_hangover(self, generation: int, extra_ms: int) -> None:
+        """Wait longer for this utterance to go on (its words so far sound unfinished)."""
+        if generation == self._generation and self.state is State.TRAILING:
+            self._hangover = self._hangover_frames + extra_ms // self.frame_ms
 
     def feed(self, frame: Pcm, voiced: bool) -> list[Event]:
         if self.state is State.SILENCE:
@@ -105,6 +119,7 @@ class Endpointer:
             self._silent_run = 0
             if self.state is State.TRAILING:
                 self.state = State.SPEECH
+                self._hangover = self._hangover_frames
                 if self._paused_sent:
                     self._paused_sent = False
                     self._generation += 1
@@ -115,7 +130,7 @@ class Endpointer:
             if self._silent_run == self._early_frames and not self._paused_sent:
                 self._paused_sent = True
                 events.append(Paused(self._audio(), self._generation))
-            if self._silent_run >= self._hangover_frames:
+            if self._silent_run >= self._hangover:
                 return events + self._finish(cut=False)
         if len(self._frames) >= self._max_frames:
             events += self._finish(cut=True)
@@ -158,15 +173,22 @@ class Endpointer:
 
 
 class VoiceDetector:
-    """webrtcvad on one frame at a time (10, 20 or 30 ms of 16 kHz 16-bit mono)."""
+    """webrtcvad on one frame at a time (10, 20 or 30 ms of 16 kHz 16-bit mono).
 
-    def __init__(self, aggressiveness: int) -> None:
+    webrtcvad adapts its noise model to what it hears: after a stretch of near-digital
+    silence it calls the faintest hiss speech. Frames below ``floor_dbfs`` are therefore
+    never speech, whatever webrtcvad says.
+    """
+
+    def __init__(self, aggressiveness: int, floor_dbfs: float = -55.0) -> None:
         import webrtcvad
 
         self._vad = webrtcvad.Vad(aggressiveness)
+        self._floor = 32768.0 * 10 ** (floor_dbfs / 20)
 
     def is_speech(self, frame: Pcm) -> bool:
-        return bool(self._vad.is_speech(frame.tobytes(), SPEECH_RATE_HZ))
+        rms = float(np.sqrt(np.mean(frame.astype(np.float64) ** 2)))
+        return rms >= self._floor and bool(self._vad.is_speech(frame.tobytes(), SPEECH_RATE_HZ))
 
 
 class SpeechConfirmer:

@@ -1,0 +1,269 @@
+"""The hands-free loop through real audio devices: PulseAudio null sinks as the room.
+
+The agent is a separate process, as a user runs it; the LLM is a real HTTP server on 127.0.0.1;
+the user is a real recording played into the room with paplay; what the room hears is
+recorded with parec and located by its own samples.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import clip, clips, normalise, transcript_files, wer
+from llm_server import ScriptedLLM, Stream
+from test_vad import first_voiced_sample
+from room import (
+    AgentProcess,
+    Headset,
+    Recorder,
+    Sink,
+    as_wav,
+    ensure_pulseaudio,
+    play,
+    play_samples,
+    wait_until,
+)
+
+from voice_agent.audio import SPEECH_RATE_HZ, Audio, from_float, read_file
+from voice_agent.config import SttConfig
+from voice_agent.stt import WhisperStt
+from voice_agent.transcript import read
+
+pytestmark = pytest.mark.slow
+LONG_REPLY = (
+    "Here is a longer answer so that there is time to interrupt it. The first point is that "
+    "voice assistants should listen carefully. The second point is that they should stop "
+    "talking as soon as you start. The third point is that the transcript must say so. "
+    "The fourth point is that all of this takes a while to say out loud, which is the idea."
+)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def pulseaudio() -> None:
+    ensure_pulseaudio()
+
+
+@pytest.fixture
+def sinks() -> Iterator[list[Sink]]:
+    made: list[Sink] = []
+    yield made
+    for s in made:
+        s.close()
+
+
+def sink(sinks: list[Sink], label: str) -> Sink:
+    s = Sink(label)
+    sinks.append(s)
+    return s
+
+
+def start_agent(
+    server: ScriptedLLM, tmp_path: Path, source: Sink | str, out: Sink | str, *extra: str
+) -> AgentProcess:
+    """The agent hears ``source`` (a sink's monitor, or a source name) and speaks into ``out``."""
+    ear = source.monitor if isinstance(source, Sink) else source
+    mouth = out.name if isinstance(out, Sink) else out
+    agent = AgentProcess(["--llm-url", server.url, "--transcripts-dir", str(tmp_path / "t"),
+                          "chat", *extra], ear, mouth)  # fmt: skip
+    agent.wait_for("Listening", timeout=90)
+    return agent
+
+
+def sidecar(tmp_path: Path) -> list[dict[str, object]]:
+    files = sorted((tmp_path / "t").rglob("*.jsonl"))
+    if not files:
+        return []
+    return [json.loads(line) for line in files[0].read_text().splitlines() if line]
+
+
+def test_clips_in_the_room_reach_the_llm_as_well_as_transcribing_the_files(
+    tmp_path: Path, sinks: list[Sink]
+) -> None:
+    """Endpointing clips nothing: corpus WER within 2 points of transcribing the files."""
+    # the 53 s sonnet reading pauses for longer than the hangover between verses, so it is many
+    # turns, and replies would overlap the reading; every other clip is one spoken turn
+    chosen = [c for c in clips() if c.seconds < 20]
+    user, speaker = sink(sinks, "user"), sink(sinks, "agent")
+    # a model that takes a second to answer, as real ones do: a speaker who pauses longer than
+    # the hangover (JFK does, twice) goes on before the reply starts, and it is one turn
+    with ScriptedLLM(Stream("Okay.", first_token_delay_s=3.0)) as server:
+        agent = start_agent(server, tmp_path, user, speaker)  # headset: two sinks
+        try:
+            for n, c in enumerate(chosen, start=1):
+                play(user, as_wav(c.path, tmp_path))
+                wait_until(lambda n=n: len(sidecar(tmp_path)) >= n, 30, f"turn {n}")
+                time.sleep(0.6)
+            assert agent.interrupt() == 0
+        finally:
+            agent.kill()
+    heard = server.user_messages()
+    stt = WhisperStt(SttConfig())
+    direct = [stt.transcribe(read_file(c.path)).text for c in chosen]
+    refs = " ".join(c.transcript for c in chosen)
+    room_wer, direct_wer = wer([refs], [" ".join(heard)]), wer([refs], [" ".join(direct)])
+    print(f"room WER {room_wer:.2%} vs direct {direct_wer:.2%} over {len(chosen)} clips")
+    differing = [
+        (d, h) for d, h in zip(direct, heard, strict=False) if normalise(d) != normalise(h)
+    ]
+    assert room_wer <= direct_wer + 0.02, differing
+    assert len(heard) == len(chosen)
+
+
+def test_reply_is_heard_in_the_room(tmp_path: Path, sinks: list[Sink]) -> None:
+    reply = "The quick brown fox jumps over the lazy dog near the river bank."
+    user, speaker = sink(sinks, "user"), sink(sinks, "agent")
+    with ScriptedLLM(Stream(reply)) as server:
+        agent = start_agent(server, tmp_path, user, speaker)
+        try:
+            rec = Recorder(speaker)
+            play(user, as_wav(clip("arctic_a0024.wav").path, tmp_path))
+            wait_until(lambda: len(sidecar(tmp_path)) >= 1, 30, "the reply")
+            time.sleep(0.5)
+            heard = rec.stop()
+            assert agent.interrupt() == 0
+        finally:
+            agent.kill()
+    text = WhisperStt(SttConfig()).transcribe(Audio(heard, SPEECH_RATE_HZ)).text
+    assert wer([reply], [text]) <= 0.15, text
+
+
+def test_agent_hears_its_own_reply_and_never_answers_it(tmp_path: Path, sinks: list[Sink]) -> None:
+    """Laptop speakers: one sink is both the microphone and the speaker."""
+    room = sink(sinks, "laptop")
+    reply = "That is interesting. Tell me more about it, and I will listen."
+    names = ["arctic_a0024.wav", "2830-3980-0043.wav", "LJ002-0020.wav"]
+    with ScriptedLLM(Stream(reply)) as server:
+        agent = start_agent(server, tmp_path, room, room)
+        try:
+            for n, name in enumerate(names, start=1):
+                play(room, as_wav(clip(name).path, tmp_path))
+                wait_until(lambda n=n: len(sidecar(tmp_path)) >= n, 30, f"reply {n}")
+                time.sleep(1.0)
+            time.sleep(4.0)  # room for a wrong extra turn to show up
+            assert agent.interrupt() == 0
+        finally:
+            agent.kill()
+    assert len(server.requests) == len(names)
+    [md] = transcript_files(tmp_path / "t")
+    turns = read(md).turns
+    assert [t.role for t in turns] == ["USER", "ASSISTANT"] * len(names)
+    assert all(normalise(reply) not in normalise(t.text) for t in turns if t.role == "USER")
+
+
+def test_a_minute_of_silence_or_steady_noise_gives_no_turn(
+    tmp_path: Path, sinks: list[Sink]
+) -> None:
+    quiet, noisy = sink(sinks, "quiet"), sink(sinks, "noisy")
+    rng = np.random.default_rng(11)
+    seconds = 60
+    t = np.arange(SPEECH_RATE_HZ * seconds) / SPEECH_RATE_HZ
+    brown = np.cumsum(rng.normal(0, 1, t.size))
+    brown = (brown - np.convolve(brown, np.ones(801) / 801, mode="same")) / 400
+    fan = 0.05 * np.sin(2 * np.pi * 100 * t) + 0.08 * rng.normal(0, 1, t.size) + 0.2 * brown
+    noise = Audio(from_float(np.clip(fan, -0.9, 0.9)), SPEECH_RATE_HZ)
+    with ScriptedLLM() as server:
+        a = start_agent(server, tmp_path / "a", quiet, quiet)
+        b = start_agent(server, tmp_path / "b", noisy, noisy)
+        try:
+            play_samples(noisy, noise, tmp_path)  # the quiet room stays silent meanwhile
+            assert a.interrupt() == 0 and b.interrupt() == 0
+        finally:
+            a.kill()
+            b.kill()
+    assert server.requests == []
+    assert transcript_files(tmp_path) == []
+
+
+def _rms(samples: np.ndarray) -> np.ndarray:
+    frames = samples[: len(samples) // 160 * 160].astype(np.float64).reshape(-1, 160)
+    return np.sqrt((frames**2).mean(axis=1))
+
+
+def _locate(recording: np.ndarray, needle: np.ndarray) -> int:
+    n = len(recording) + len(needle)
+    size = 1 << (n - 1).bit_length()
+    corr = np.fft.irfft(
+        np.fft.rfft(recording.astype(np.float64), size)
+        * np.conj(np.fft.rfft(needle.astype(np.float64), size)),
+        size,
+    )
+    return int(np.argmax(corr[: len(recording) - len(needle) + 1]))
+
+
+def test_barge_in_stops_playback_within_300_ms(tmp_path: Path) -> None:
+    """Headset: user on the left channel, agent on the right, one recording on one clock."""
+    headset = Headset("barge")
+    voice = read_file(clip("1272-128104-0000.wav").path).samples
+    try:
+        with ScriptedLLM(Stream("What would you like to know?"), Stream(LONG_REPLY)) as server:
+            agent = start_agent(server, tmp_path, headset.ear, headset.agent, "--barge-in")
+            try:
+                play(headset.user, as_wav(clip("cards_001.wav").path, tmp_path))
+                wait_until(lambda: len(sidecar(tmp_path)) >= 1, 30, "first reply")
+                time.sleep(1.0)
+                rec = Recorder(f"{headset.room}.monitor", channels=2)
+                play(headset.user, as_wav(clip("arctic_a0024.wav").path, tmp_path))
+                wait_until(lambda: len(server.requests) >= 2, 30, "the long reply")
+                time.sleep(3.0)  # well into the long reply
+                play(headset.user, as_wav(clip("1272-128104-0000.wav").path, tmp_path))
+                wait_until(lambda: len(sidecar(tmp_path)) >= 3, 30, "the interrupted turn")
+                time.sleep(1.0)
+                recording = rec.stop()
+                assert agent.interrupt() == 0
+            finally:
+                agent.kill()
+    finally:
+        headset.close()
+    user_side, agent_side = recording[:, 0], recording[:, 1]
+    start = _locate(user_side, voice)
+    speech_onset = start + first_voiced_sample(voice)
+    agent_loud = np.flatnonzero(_rms(agent_side[: speech_onset + SPEECH_RATE_HZ * 3]) > 300)
+    assert agent_loud.size and agent_loud[0] * 160 < speech_onset, "the reply was not playing"
+    stopped = (agent_loud[-1] + 1) * 160
+    latency = (stopped - speech_onset) / SPEECH_RATE_HZ
+    print(f"barge-in: playback stopped {latency * 1000:.0f} ms after the user started speaking")
+    assert 0 < latency <= 0.3
+    records = sidecar(tmp_path)
+    assert records[1]["interrupted"] is True
+    [md] = transcript_files(tmp_path / "t")
+    turns = read(md).turns
+    interrupted = turns[3].text
+    assert turns[3].role == "ASSISTANT" and interrupted.endswith("[interrupted]")
+    spoken = interrupted.removesuffix("[interrupted]").rstrip(" \u2026")
+    assert spoken and LONG_REPLY.startswith(spoken.split("\u2026")[0])
+    assert len(spoken) < len(LONG_REPLY) * 0.8
+    assert turns[4].role == "USER" and "apostle" in turns[4].text.lower()
+
+
+@pytest.mark.parametrize("when", ["listening", "speaking"])
+def test_ctrl_c_ends_cleanly_with_a_complete_transcript(
+    tmp_path: Path, sinks: list[Sink], when: str
+) -> None:
+    user, speaker = sink(sinks, "user"), sink(sinks, "agent")
+    with ScriptedLLM(Stream("Short answer."), Stream(LONG_REPLY)) as server:
+        agent = start_agent(server, tmp_path, user, speaker)
+        try:
+            play(user, as_wav(clip("cards_002.wav").path, tmp_path))
+            wait_until(lambda: len(sidecar(tmp_path)) >= 1, 30, "first reply")
+            time.sleep(1.0)
+            if when == "speaking":
+                play(user, as_wav(clip("arctic_a0024.wav").path, tmp_path))
+                wait_until(lambda: len(server.requests) >= 2, 30, "the long reply")
+                time.sleep(2.0)
+            code = agent.interrupt()
+        finally:
+            agent.kill()
+    assert code == 0, agent.errors
+    [md] = transcript_files(tmp_path / "t")
+    turns = read(md).turns
+    assert [t.text for t in turns[:2]][1] == "Short answer."
+    if when == "speaking":
+        assert [t.role for t in turns] == ["USER", "ASSISTANT", "USER", "ASSISTANT"]
+        assert turns[3].text.endswith("[interrupted]")
+    else:
+        assert len(turns) == 2
