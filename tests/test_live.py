@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 from conftest import clip, clips, normalise, transcript_files, wer
 from llm_server import ScriptedLLM, Stream
-from test_vad import first_voiced_sample
 from room import (
     AgentProcess,
     Headset,
@@ -28,6 +27,7 @@ from room import (
     play_samples,
     wait_until,
 )
+from test_vad import first_voiced_sample
 
 from voice_agent.audio import SPEECH_RATE_HZ, Audio, from_float, read_file
 from voice_agent.config import SttConfig
