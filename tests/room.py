@@ -146,14 +146,15 @@ class Recorder:
 class AgentProcess:
     """``voice-agent`` running in the room, its output collected line by line."""
 
-    def __init__(self, args: list[str], source: str, sink: str) -> None:
+    def __init__(self, args: list[str], source: str, sink: str, stdin: bool = False) -> None:
         """``source`` is what the agent hears (a monitor), ``sink`` where it speaks."""
         env = {k: v for k, v in os.environ.items()
                if not k.startswith(("VOICE_AGENT_", "OPENROUTER_", "OPENAI_"))}  # fmt: skip
         env.update(PULSE_SOURCE=source, PULSE_SINK=sink, PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "voice_agent", *args], env=env, text=True,
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
         )  # fmt: skip
         self.lines: list[str] = []
         self.errors: list[str] = []
@@ -180,6 +181,11 @@ class AgentProcess:
             time.sleep(0.05)
         raise AssertionError(f"no line matching {pattern!r}; stdout={self.lines} "
                              f"stderr={self.errors}")  # fmt: skip
+
+    def type_line(self, text: str = "") -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(text + "\n")
+        self.proc.stdin.flush()
 
     def interrupt(self) -> int:
         """Ctrl+C, and the exit code."""

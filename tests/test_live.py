@@ -8,13 +8,14 @@ recorded with parec and located by its own samples.
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import clip, clips, normalise, transcript_files, wer
+from conftest import clip, clips, normalise, run_cli, transcript_files, wer
 from llm_server import ScriptedLLM, Stream
 from room import (
     AgentProcess,
@@ -30,9 +31,10 @@ from room import (
 from test_vad import first_voiced_sample
 
 from voice_agent.audio import SPEECH_RATE_HZ, Audio, from_float, read_file
-from voice_agent.config import SttConfig
+from voice_agent.config import SttConfig, TtsConfig
 from voice_agent.stt import WhisperStt
 from voice_agent.transcript import read
+from voice_agent.tts import PiperTts
 
 pytestmark = pytest.mark.slow
 LONG_REPLY = (
@@ -63,13 +65,18 @@ def sink(sinks: list[Sink], label: str) -> Sink:
 
 
 def start_agent(
-    server: ScriptedLLM, tmp_path: Path, source: Sink | str, out: Sink | str, *extra: str
+    server: ScriptedLLM,
+    tmp_path: Path,
+    source: Sink | str,
+    out: Sink | str,
+    *extra: str,
+    stdin: bool = False,
 ) -> AgentProcess:
     """The agent hears ``source`` (a sink's monitor, or a source name) and speaks into ``out``."""
     ear = source.monitor if isinstance(source, Sink) else source
     mouth = out.name if isinstance(out, Sink) else out
     agent = AgentProcess(["--llm-url", server.url, "--transcripts-dir", str(tmp_path / "t"),
-                          "chat", *extra], ear, mouth)  # fmt: skip
+                          "chat", *extra], ear, mouth, stdin=stdin)  # fmt: skip
     agent.wait_for("Listening", timeout=90)
     return agent
 
@@ -267,3 +274,83 @@ def test_ctrl_c_ends_cleanly_with_a_complete_transcript(
         assert turns[3].text.endswith("[interrupted]")
     else:
         assert len(turns) == 2
+
+
+def test_microphone_that_stops_delivering_is_reopened_and_the_session_goes_on(
+    tmp_path: Path, sinks: list[Sink]
+) -> None:
+    user, speaker = sink(sinks, "user"), sink(sinks, "agent")
+    with ScriptedLLM(Stream("Okay.")) as server:
+        agent = start_agent(server, tmp_path, user, speaker)
+        try:
+            subprocess.run(["pactl", "suspend-sink", user.name, "1"], check=True)
+            agent.wait_for("stopped; reopening", timeout=15)
+            subprocess.run(["pactl", "suspend-sink", user.name, "0"], check=True)
+            agent.wait_for("is back", timeout=20)
+            play(user, as_wav(clip("arctic_a0024.wav").path, tmp_path))
+            wait_until(lambda: len(sidecar(tmp_path)) >= 1, 30, "a turn after the reopen")
+            assert agent.interrupt() == 0
+        finally:
+            agent.kill()
+    assert "chiefly induced" in server.user_messages()[0].lower()
+
+
+def test_saying_goodbye_ends_the_session(tmp_path: Path, sinks: list[Sink]) -> None:
+    user, speaker = sink(sinks, "user"), sink(sinks, "agent")
+    goodbye = PiperTts(TtsConfig()).synthesize("Okay, goodbye.")
+    with ScriptedLLM(Stream("Okay.")) as server:
+        agent = start_agent(server, tmp_path, user, speaker)
+        try:
+            play(user, as_wav(clip("cards_002.wav").path, tmp_path))
+            wait_until(lambda: len(sidecar(tmp_path)) >= 1, 30, "first turn")
+            time.sleep(1.0)
+            play_samples(user, goodbye, tmp_path)
+            code = agent.proc.wait(timeout=30)
+        finally:
+            agent.kill()
+    assert code == 0
+    assert len(server.requests) == 1  # goodbye is not sent to the model
+    [md] = transcript_files(tmp_path / "t")
+    assert "goodbye" in read(md).turns[-1].text.lower()
+
+
+def test_push_to_talk_turns_are_started_and_ended_with_enter(
+    tmp_path: Path, sinks: list[Sink]
+) -> None:
+    user, speaker = sink(sinks, "user"), sink(sinks, "agent")
+    c = clip("1995-1837-0001.wav")
+    with ScriptedLLM(Stream("Okay.")) as server:
+        agent = start_agent(server, tmp_path, user, speaker, "--push-to-talk", stdin=True)
+        try:
+            play(user, as_wav(clip("cards_001.wav").path, tmp_path))  # not while Enter is up
+            time.sleep(1.5)
+            assert server.requests == []
+            agent.type_line()
+            time.sleep(0.3)
+            play(user, as_wav(c.path, tmp_path))
+            agent.type_line()
+            wait_until(lambda: len(sidecar(tmp_path)) >= 1, 30, "the push-to-talk turn")
+            assert agent.interrupt() == 0
+        finally:
+            agent.kill()
+    assert wer([c.transcript], server.user_messages()) < 0.2
+
+
+def test_devices_are_listed_and_a_wrong_name_is_one_clear_line(tmp_path: Path) -> None:
+    listing = run_cli("devices")
+    assert listing.code == 0
+    assert "Input devices:" in listing.stdout and "Output devices:" in listing.stdout
+    run = run_cli(
+        "chat",
+        "--llm-url",
+        "http://127.0.0.1:9/v1",
+        "--input-device",
+        "no-such-mic",
+        "--transcripts-dir",
+        str(tmp_path),
+    )
+    assert run.code != 0
+    assert "Traceback" not in run.stderr
+    assert run.stderr.strip().splitlines() == [
+        "voice-agent: error: no input device matches 'no-such-mic': see 'voice-agent devices'"
+    ]

@@ -113,6 +113,8 @@ class Microphone:
                     queue = await self._reopen(loop, backoff)
                     backoff = min(backoff * 2, MAX_BACKOFF_S)
                     continue
+                if backoff > 0.5:
+                    self._note(f"(microphone {self.name!r} is back)")
                 backoff = 0.5
                 pending = np.concatenate([pending, chunk])
                 now = time.monotonic() - self.latency_s
@@ -132,7 +134,6 @@ class Microphone:
         queue: asyncio.Queue[Pcm | None] = asyncio.Queue()
         try:
             self._open(loop, queue)
-            self._note(f"(microphone {self.name!r} is back)")
         except DeviceError as exc:
             log.info("reopen failed: %s", exc)
             loop.call_soon(queue.put_nowait, None)  # try again after the next backoff
