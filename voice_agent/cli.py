@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
     )
     parser.add_argument("--version", action="version", version=f"voice-agent {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="{chat,devices,config}")
+    sub = parser.add_subparsers(dest="command", metavar="{chat,devices,transcripts,config}")
 
     chat = sub.add_parser("chat", parents=[common], help="talk with the agent (default)")
     chat.add_argument(
@@ -92,8 +92,56 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("devices", parents=[common], help="list microphones and speakers")
 
+    _transcripts_parser(sub, common)
     sub.add_parser("config", parents=[common], help="print the effective configuration")
     return parser
+
+
+def _transcripts_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    t = sub.add_parser("transcripts", parents=[common], help="list, show, search past sessions")
+    t.add_argument("-n", type=int, default=0, help="with list: show only the newest N")
+    t.add_argument("--json", action="store_true", help="with list: machine-readable output")
+    ts = t.add_subparsers(dest="action", metavar="{list,show,search,export,stats,path}")
+    ls = ts.add_parser("list", parents=[common], help="sessions, newest first (the default)")
+    ls.add_argument("-n", type=int, default=0, help="show only the newest N")
+    ls.add_argument("--json", action="store_true", help="machine-readable output")
+    show = ts.add_parser("show", parents=[common], help="render a transcript")
+    show.add_argument("id", nargs="?", help="transcript ID (or a prefix of it)")
+    show.add_argument("--latest", action="store_true", help="the newest transcript")
+    show.add_argument("--raw", action="store_true", help="print the Markdown file as it is")
+    find = ts.add_parser("search", parents=[common], help="turns that mention QUERY")
+    find.add_argument("query")
+    find.add_argument("--since", metavar="YYYY-MM-DD", help="only sessions from this day on")
+    find.add_argument("--until", metavar="YYYY-MM-DD", help="only sessions up to this day")
+    export = ts.add_parser("export", parents=[common], help="a transcript as json, txt or md")
+    export.add_argument("id", nargs="?")
+    export.add_argument("--latest", action="store_true")
+    export.add_argument("--format", choices=["json", "txt", "md"], default="md")
+    stats = ts.add_parser("stats", parents=[common], help="median and p90 of each stage")
+    stats.add_argument("id", nargs="?", help="one transcript (default: all)")
+    ts.add_parser("path", parents=[common], help="print the transcripts folder")
+
+
+def _run_transcripts(opts: dict[str, Any], config: Config) -> int:
+    from voice_agent import review
+
+    folder = config.transcripts_dir
+    action = opts.get("action") or "list"
+    if action == "list":
+        review.list_sessions(folder, int(opts.get("n") or 0), bool(opts.get("json")))
+    elif action == "show":
+        review.show(review.pick(folder, opts.get("id"), bool(opts.get("latest"))),
+                    bool(opts.get("raw")))  # fmt: skip
+    elif action == "search":
+        return review.search(folder, opts["query"], opts.get("since"), opts.get("until"))
+    elif action == "export":
+        review.export(review.pick(folder, opts.get("id"), bool(opts.get("latest"))),
+                      opts.get("format", "md"))  # fmt: skip
+    elif action == "stats":
+        review.stats(folder, opts.get("id"))
+    elif action == "path":
+        print(folder)
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -135,6 +183,8 @@ def _dispatch(opts: dict[str, Any], config: Config) -> int:
     if command == "config":
         print(render_config(config))
         return 0
+    if command == "transcripts":
+        return _run_transcripts(opts, config)
     if command == "devices":
         from voice_agent.devices import describe
 

@@ -1,0 +1,140 @@
+"""Reviewing past sessions: list, show, search, export, stats, and IDs that stay in the folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from conftest import EXAMPLE_TRANSCRIPT, run_cli
+
+from voice_agent.transcript import TranscriptWriter, parse
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    """The example transcript from another tool, plus two sessions the agent wrote."""
+    root = tmp_path / "transcripts"
+    (root / "2026" / "01").mkdir(parents=True)
+    shutil.copy(EXAMPLE_TRANSCRIPT, root / "2026" / "01" / "2026-01-07_180914.md")
+    for started, turns in [
+        (datetime(2026, 3, 2, 9, 30, 0), ["What is the capital of Peru?", "Lima is."]),
+        (
+            datetime(2026, 3, 5, 20, 15, 7),
+            [
+                "Remind me about the dentist",
+                "Noted: dentist.",
+                "And about PERU trip",
+                "Peru trip noted.",
+            ],
+        ),
+    ]:
+        w = TranscriptWriter(root, "scripted-model", started)
+        for i, text in enumerate(turns):
+            w.append("USER" if i % 2 == 0 else "ASSISTANT", text)
+            if i % 2:
+                t0 = started.timestamp() + 10 * i
+                w.record(
+                    {
+                        "turn": i // 2 + 1,
+                        "events": {"speech_end": t0, "first_audio_out": t0 + 1},
+                        "stages": {"speech_end_to_first_audio": 1.0 + i / 10, "stt": 0.4},
+                    }
+                )
+    return root
+
+
+def cli(folder: Path, *args: str) -> tuple[int, str, str]:
+    run = run_cli("--transcripts-dir", str(folder), "transcripts", *args)
+    return run.code, run.stdout, run.stderr
+
+
+def test_list_is_newest_first_with_model_turns_and_first_words(folder: Path) -> None:
+    code, out, _ = cli(folder)
+    assert code == 0
+    lines = out.splitlines()
+    assert [line.split()[0] for line in lines] == [
+        "2026-03-05_201507",
+        "2026-03-02_093000",
+        "2026-01-07_180914",
+    ]
+    assert "scripted-model" in lines[0] and "4 turns" in lines[0] and "Remind me" in lines[0]
+    assert "z-ai/glm-4.7" in lines[2] and "2 turns" in lines[2]
+    code, out, _ = cli(folder, "list", "-n", "1", "--json")
+    [only] = json.loads(out)
+    assert only["id"] == "2026-03-05_201507" and only["turns"] == 4
+
+
+def test_show_latest_and_by_prefix(folder: Path) -> None:
+    code, out, _ = cli(folder, "show", "--latest", "--raw")
+    assert code == 0 and "Remind me about the dentist" in out
+    code, out, _ = cli(folder, "show", "2026-01", "--raw")
+    assert out == EXAMPLE_TRANSCRIPT.read_text(encoding="utf-8")
+
+
+def test_ambiguous_or_unknown_ids_say_so(folder: Path) -> None:
+    code, _, err = cli(folder, "show", "2026-03")
+    assert code != 0 and "matches 2 transcripts" in err and "Traceback" not in err
+    code, _, err = cli(folder, "show", "1999")
+    assert code != 0 and "no transcript '1999'" in err
+
+
+def test_search_is_case_insensitive_with_dates(folder: Path) -> None:
+    code, out, _ = cli(folder, "search", "peru")
+    assert code == 0
+    assert len(out.splitlines()) == 3
+    assert "2026-03-05 20:15:07" in out and "PERU trip" in out
+    code, out, _ = cli(folder, "search", "peru", "--since", "2026-03-03")
+    assert all("2026-03-05" in line for line in out.splitlines())
+    code, out, _ = cli(folder, "search", "peru", "--until", "2026-03-02")
+    assert [line.split()[2] for line in out.splitlines()] == ["2026-03-02_093000"]
+    code, out, _ = cli(folder, "search", "mask")
+    assert "z-ai" not in out and "2026-01-07 18:09:14" in out
+    code, _, _ = cli(folder, "search", "nothing-like-this")
+    assert code == 1
+
+
+def test_export_formats(folder: Path) -> None:
+    _, out, _ = cli(folder, "export", "2026-01-07", "--format", "json")
+    data = json.loads(out)
+    example = parse(EXAMPLE_TRANSCRIPT.read_text(encoding="utf-8"))
+    assert data["model"] == "z-ai/glm-4.7" and data["started"] == "2026-01-07 18:09:14"
+    assert [t["text"] for t in data["turns"]] == [t.text for t in example.turns]
+    _, out, _ = cli(folder, "export", "2026-01-07", "--format", "md")
+    assert out == EXAMPLE_TRANSCRIPT.read_text(encoding="utf-8")
+    _, out, _ = cli(folder, "export", "--latest", "--format", "txt")
+    assert "User: Remind me about the dentist" in out and "Assistant: Noted: dentist." in out
+
+
+def test_stats_gives_median_and_p90_per_stage(folder: Path) -> None:
+    code, out, _ = cli(folder, "stats")
+    assert code == 0
+    row = next(line for line in out.splitlines() if line.startswith("speech_end_to_first_audio"))
+    assert row.split()[1:] == ["1.100", "1.300", "3"]
+
+
+def test_path_prints_the_folder(folder: Path) -> None:
+    assert cli(folder, "path")[1].strip() == str(folder)
+
+
+@pytest.mark.parametrize(
+    "attack",
+    ["../outside.md", "../../etc/passwd", "/etc/passwd", "2026/../../outside.md", "link/secret.md"],
+)
+def test_paths_outside_the_folder_are_refused(folder: Path, attack: str) -> None:
+    outside = folder.parent / "outside.md"
+    outside.write_text(EXAMPLE_TRANSCRIPT.read_text(encoding="utf-8"))
+    secret_dir = folder.parent / "elsewhere"
+    secret_dir.mkdir()
+    shutil.copy(outside, secret_dir / "secret.md")
+    os.symlink(secret_dir, folder / "link")
+    for action in ("show", "export", "stats"):
+        code, out, err = cli(folder, action, attack)
+        assert code != 0, (action, out)
+        assert "outside the transcripts folder" in err or "no transcript" in err
+        assert "Traceback" not in err and "Wearing the mask" not in out
+    code, out, _ = cli(folder, "search", "Wearing the mask")
+    assert "secret" not in out and "outside" not in out
