@@ -138,3 +138,23 @@ def test_paths_outside_the_folder_are_refused(folder: Path, attack: str) -> None
         assert "Traceback" not in err and "Wearing the mask" not in out
     code, out, _ = cli(folder, "search", "Wearing the mask")
     assert "secret" not in out and "outside" not in out
+
+
+def test_resume_sends_the_earlier_turns_and_names_the_session_it_continues(folder: Path) -> None:
+    from llm_server import ScriptedLLM, Stream
+
+    with ScriptedLLM(Stream("Your dentist is on Friday.")) as server:
+        run = run_cli("--transcripts-dir", str(folder), "--llm-url", server.url,
+                      "transcripts", "resume", "2026-03-05", "--text", "--mute",
+                      stdin="When was the dentist again?\n")  # fmt: skip
+    assert run.code == 0, run.stderr
+    sent = [(m["role"], m["content"]) for m in server.requests[0]["messages"][1:]]
+    assert sent == [("user", "Remind me about the dentist"), ("assistant", "Noted: dentist."),
+                    ("user", "And about PERU trip"), ("assistant", "Peru trip noted."),
+                    ("user", "When was the dentist again?")]  # fmt: skip
+    _, out, _ = cli(folder, "list", "--json")
+    newest = json.loads(out)[0]
+    assert newest["turns"] == 2 and newest["first_words"] == "When was the dentist again?"
+    assert newest["continues"] == "2026-03-05_201507"
+    sidecar = Path(newest["path"]).with_suffix(".jsonl").read_text().splitlines()
+    assert json.loads(sidecar[0]) == {"session": {"continues": "2026-03-05_201507"}}

@@ -45,6 +45,13 @@ class Entry:
                 continue  # a line cut short by a crash
         return records
 
+    @property
+    def continues(self) -> str:
+        """ID of the session this one picked up (``transcripts resume``), or ""."""
+        for record in self.sidecar[:1]:
+            return str(record.get("session", {}).get("continues", ""))
+        return ""
+
     def duration_s(self) -> float | None:
         """From the session start to the end of its last recorded turn."""
         started = self.started

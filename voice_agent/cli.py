@@ -101,7 +101,7 @@ def _transcripts_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     t = sub.add_parser("transcripts", parents=[common], help="list, show, search past sessions")
     t.add_argument("-n", type=int, default=0, help="with list: show only the newest N")
     t.add_argument("--json", action="store_true", help="with list: machine-readable output")
-    ts = t.add_subparsers(dest="action", metavar="{list,show,search,export,stats,path}")
+    ts = t.add_subparsers(dest="action", metavar="{list,show,search,export,stats,path,resume}")
     ls = ts.add_parser("list", parents=[common], help="sessions, newest first (the default)")
     ls.add_argument("-n", type=int, default=0, help="show only the newest N")
     ls.add_argument("--json", action="store_true", help="machine-readable output")
@@ -120,6 +120,13 @@ def _transcripts_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     stats = ts.add_parser("stats", parents=[common], help="median and p90 of each stage")
     stats.add_argument("id", nargs="?", help="one transcript (default: all)")
     ts.add_parser("path", parents=[common], help="print the transcripts folder")
+    resume = ts.add_parser("resume", parents=[common], help="continue a past session")
+    resume.add_argument("id", nargs="?")
+    resume.add_argument("--latest", action="store_true")
+    resume.add_argument("--text", action="store_true", help="typed turns from stdin")
+    resume.add_argument("--mute", action="store_true", help="with --text: print replies only")
+    resume.add_argument("--barge-in", action="store_true", default=None)
+    resume.add_argument("--push-to-talk", action="store_true")
 
 
 def _run_transcripts(opts: dict[str, Any], config: Config) -> int:
@@ -141,6 +148,13 @@ def _run_transcripts(opts: dict[str, Any], config: Config) -> int:
         review.stats(folder, opts.get("id"))
     elif action == "path":
         print(folder)
+    elif action == "resume":
+        entry = review.pick(folder, opts.get("id"), bool(opts.get("latest")))
+        from voice_agent.session import run_live, run_text
+
+        if opts.get("text"):
+            return asyncio.run(run_text(config, bool(opts.get("mute")), resume=entry))
+        return asyncio.run(run_live(config, bool(opts.get("push_to_talk")), resume=entry))
     return 0
 
 

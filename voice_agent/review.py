@@ -32,8 +32,9 @@ def list_sessions(folder: Path, limit: int, as_json: bool) -> None:
     for e in found:
         s = _summary(e)
         duration = _duration(s["duration_s"])
+        more = f"  (continues {s['continues']})" if s["continues"] else ""
         print(f"{e.id}  {s['started']}  {s['model']}  {s['turns']} turns  {duration}  "
-              f"{inert(s['first_words'])}")  # fmt: skip
+              f"{inert(s['first_words'])}{more}")  # fmt: skip
 
 
 def _summary(e: Entry) -> dict[str, Any]:
@@ -45,6 +46,7 @@ def _summary(e: Entry) -> dict[str, Any]:
         "turns": len(e.transcript.turns),
         "duration_s": e.duration_s(),
         "first_words": archive.first_words(e),
+        "continues": e.continues,
     }
 
 

@@ -13,6 +13,7 @@ from datetime import datetime
 from pathlib import Path
 
 from voice_agent.agent import Agent
+from voice_agent.archive import Entry
 from voice_agent.audio import read_file, silence, write_wav
 from voice_agent.config import Config
 from voice_agent.display import Display
@@ -34,8 +35,14 @@ class Needs:
     speaker: bool
 
 
-async def build_agent(config: Config, display: Display, needs: Needs) -> Agent:
-    """Load what the mode needs; the models load in parallel (each is seconds of CPU)."""
+async def build_agent(
+    config: Config, display: Display, needs: Needs, resume: Entry | None = None
+) -> Agent:
+    """Load what the mode needs; the models load in parallel (each is seconds of CPU).
+
+    With ``resume``, the model's history starts with that session's turns (the history
+    budget still applies) and the new transcript names the one it continues.
+    """
     launched = time.perf_counter()
     endpoint = resolve(config.llm, os.environ)
     chat = ChatClient(endpoint, config.llm)
@@ -54,8 +61,14 @@ async def build_agent(config: Config, display: Display, needs: Needs) -> Agent:
         out = AudioBuffer(tts.rate_hz)
     display.note(f"LLM: {model} at {endpoint.base_url} ({endpoint.provider})")
     log.info("ready in %.2f s", time.perf_counter() - launched)
-    writer = TranscriptWriter(config.transcripts_dir, model, datetime.now())
+    writer = TranscriptWriter(
+        config.transcripts_dir, model, datetime.now(), resume.id if resume else ""
+    )
     conversation = Conversation(config.llm.system_prompt, config.llm.history_chars)
+    if resume is not None:
+        for turn in resume.transcript.turns:
+            conversation.add("user" if turn.role == "USER" else "assistant", turn.text)
+        display.note(f"(continuing {resume.id}: {len(resume.transcript.turns)} earlier turns)")
     return Agent(chat, conversation, writer, display, config.reply, stt, tts, out)
 
 
@@ -118,10 +131,11 @@ async def run_files(config: Config, inputs: Sequence[Path], output_dir: Path) ->
     return 1 if failed or agent.failures else 0
 
 
-async def run_text(config: Config, mute: bool) -> int:
+async def run_text(config: Config, mute: bool, resume: Entry | None = None) -> int:
     """Typed turns from stdin, one line each, until end of input."""
     display = Display()
-    agent = await build_agent(config, display, Needs(stt=False, tts=not mute, speaker=not mute))
+    needs = Needs(stt=False, tts=not mute, speaker=not mute)
+    agent = await build_agent(config, display, needs, resume)
     try:
         while line := await asyncio.to_thread(sys.stdin.readline):
             if line.strip():
@@ -134,7 +148,7 @@ async def run_text(config: Config, mute: bool) -> int:
     return 1 if agent.failures else 0
 
 
-async def run_live(config: Config, push_to_talk: bool) -> int:
+async def run_live(config: Config, push_to_talk: bool, resume: Entry | None = None) -> int:
     """The hands-free conversation on the microphone and speaker."""
     from voice_agent.live import LiveSession
     from voice_agent.mic import Microphone
@@ -144,7 +158,8 @@ async def run_live(config: Config, push_to_talk: bool) -> int:
     mic = Microphone(config.audio.input_device, config.vad.frame_ms, display.note)
     mic.start()
     try:
-        agent = await build_agent(config, display, Needs(stt=True, tts=True, speaker=True))
+        needs = Needs(stt=True, tts=True, speaker=True)
+        agent = await build_agent(config, display, needs, resume)
     except BaseException:
         mic.close()
         raise

@@ -82,10 +82,11 @@ class TranscriptWriter:
     nothing behind; its name comes from the session's start time.
     """
 
-    def __init__(self, folder: Path, model: str, started: datetime) -> None:
+    def __init__(self, folder: Path, model: str, started: datetime, continues: str = "") -> None:
         self.folder = folder
         self.model = model
         self.started = started
+        self.continues = continues  # ID of the session this one picks up, named in the sidecar
         self.path: Path | None = None
 
     def append(self, role: str, text: str) -> None:
@@ -121,6 +122,9 @@ class TranscriptWriter:
             finally:
                 os.close(fd)
             _fsync_dir(day)
+            if self.continues:
+                meta = {"session": {"continues": self.continues}}
+                _append(path.with_suffix(".jsonl"), json.dumps(meta) + "\n")
             return path
         raise TranscriptError(f"too many sessions started at {stem} in {day}")
 
