@@ -62,10 +62,14 @@ def main() -> int:
 
     rows = {}
     for stage in ("stt", "llm", "tts"):
-        secs = [r["stages"][stage]["seconds"] for r in records if stage in r["stages"]]
+        secs = [
+            r["stages"][stage] if stage in r["stages"] else r[f"{stage}_seconds"]
+            for r in records
+            if stage in r["stages"] or f"{stage}_seconds" in r
+        ]
         rows[stage] = {"median_s": statistics.median(secs), "max_s": max(secs), "n": len(secs)}
     audio = sum(r["audio_seconds"] for r in records)
-    stt_total = sum(r["stages"]["stt"]["seconds"] for r in records)
+    stt_total = sum(r["stages"]["stt"] for r in records)
     result = {
         "machine": f"{_cpu()}, {_cores()} cores, Python {platform.python_version()}",
         "turns": len(records),

@@ -168,7 +168,11 @@ class Agent:
                 spoken = for_speech(text)
                 if not spoken or self.tts is None:
                     continue
+                started = time.perf_counter()
                 audio = await asyncio.to_thread(self.tts.synthesize, spoken)
+                turn.extra["tts_seconds"] = round(
+                    turn.extra.get("tts_seconds", 0) + time.perf_counter() - started, 3
+                )
                 turn.mark("first_audio_ready")
                 if gate is not None:
                     await gate.wait()

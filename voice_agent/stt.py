@@ -99,6 +99,9 @@ class WhisperStt:
             language=self.config.language or None,
             beam_size=self.config.beam_size,
             condition_on_previous_text=False,
+            # a spoken turn needs no timestamps; without them tiny models depend less on
+            # exactly where the utterance was cut (measured: half the WER spread)
+            without_timestamps=True,
             no_speech_threshold=self.config.no_speech_threshold,
             log_prob_threshold=self.config.log_prob_threshold,
         )
