@@ -245,8 +245,8 @@ class Agent:
         return kept.strip() + INTERRUPTED
 
     def _finish(self, turn: Turn, text: str, finish: str) -> Reply:
+        self.writer.append("ASSISTANT", text)  # on disk first: history implies transcript
         self.conversation.add("assistant", text)
-        self.writer.append("ASSISTANT", text)
         turn.extra["finish_reason"] = finish
         turn.extra["interrupted"] = finish == "interrupted"
         self._record(turn)

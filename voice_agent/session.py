@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import sys
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TypeVar
 
 from voice_agent.agent import Agent
 from voice_agent.archive import Entry
@@ -26,6 +29,7 @@ from voice_agent.transcript import TranscriptWriter
 from voice_agent.tts import PiperTts
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -136,16 +140,59 @@ async def run_text(config: Config, mute: bool, resume: Entry | None = None) -> i
     display = Display()
     needs = Needs(stt=False, tts=not mute, speaker=not mute)
     agent = await build_agent(config, display, needs, resume)
+    stop = _stop_on_signals()
+    lines = _stdin_lines()
     try:
-        while line := await asyncio.to_thread(sys.stdin.readline):
+        while True:
+            line = await _until(lines.get(), stop)
+            if not line:
+                break  # end of input, Ctrl+C or SIGTERM
             if line.strip():
                 turn = agent.new_turn("text")
                 turn.text = line.strip()
                 display.user(turn.text)
-                await agent.respond(turn)
+                agent.commit(turn)  # typed words are final: keep them even if cut off next
+                await _until(agent.respond(turn), stop)
     finally:
         await close(agent, display)
     return 1 if agent.failures else 0
+
+
+def _stdin_lines() -> asyncio.Queue[str]:
+    """Lines typed on stdin ("" at the end). A daemon thread reads them, so a session ended by
+    a signal never waits for a line that will not come."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[str] = asyncio.Queue()
+
+    def pump() -> None:
+        for line in sys.stdin:
+            loop.call_soon_threadsafe(queue.put_nowait, line)
+        loop.call_soon_threadsafe(queue.put_nowait, "")
+
+    threading.Thread(target=pump, name="stdin", daemon=True).start()
+    return queue
+
+
+def _stop_on_signals() -> asyncio.Event:
+    """Ctrl+C and SIGTERM end the session cleanly: turns in the transcript stay complete."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+async def _until(coro: Awaitable[T], stop: asyncio.Event) -> T | None:
+    """Run ``coro`` unless ``stop`` is set first (then it is cancelled and None returned)."""
+    task = asyncio.ensure_future(coro)
+    stopper = asyncio.create_task(stop.wait())
+    await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    stopper.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    return None
 
 
 async def run_live(config: Config, push_to_talk: bool, resume: Entry | None = None) -> int:

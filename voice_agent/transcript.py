@@ -1,9 +1,14 @@
 """Session transcripts: an append-only Markdown file per session plus a ``.jsonl`` sidecar.
 
 The Markdown is exactly the shared format (``# Voice Conversation: <model>``, the start time,
-then ``---``-separated ``**USER:**`` / ``**ASSISTANT:**`` blocks). Escaping rule: a line of a
-turn's text that reads as a role header (``**USER:**``, optionally after backslashes) gets one
-more leading backslash when written and loses it when read, so no text can forge a turn.
+then ``---``-separated ``**USER:**`` / ``**ASSISTANT:**`` blocks). Escaping rules, undone
+exactly when read, so any text round-trips:
+
+- a line of a turn's text that reads as a role header (``**USER:**``, optionally after
+  backslashes) gets one more leading backslash, so no text can forge a turn;
+- control characters other than newline and tab (ESC, BEL, CR, C1...) are written as
+  ``\\xNN``, so ``cat`` on a transcript cannot drive the terminal; a backslash run already
+  followed by ``xNN`` in the text gets one more backslash.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ _TURN = re.compile(
     r"\*\*([A-Z][A-Z ]*):\*\*\n\n(.*?)\n\n---\n\n(?=\*\*[A-Z][A-Z ]*:\*\*\n\n|\Z)", re.DOTALL
 )
 _HEADER = re.compile(r"# Voice Conversation: (.*)\n\*(.*)\*\n\n---\n\n")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_HEX_ESCAPE = re.compile(r"(\\+)(x[0-9a-f]{2})")
 
 
 @dataclass(frozen=True)
@@ -45,9 +52,25 @@ def render_header(model: str, started: datetime) -> str:
     return f"{TITLE}{_one_line(model)}\n*{started:%Y-%m-%d %H:%M:%S}*\n\n{SEPARATOR}"
 
 
+def escape(text: str) -> str:
+    text = _HEX_ESCAPE.sub(lambda m: "\\" + m.group(1) + m.group(2), text)
+    text = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+    return _ROLE_LINE.sub(lambda m: "\\" + m.group(1) + m.group(2), text)
+
+
+def unescape(text: str) -> str:
+    text = _ESCAPED_ROLE_LINE.sub(r"\1", text)
+
+    def hex_escape(m: re.Match[str]) -> str:
+        if len(m.group(1)) == 1:
+            return chr(int(m.group(2)[1:], 16))
+        return m.group(1)[1:] + m.group(2)
+
+    return _HEX_ESCAPE.sub(hex_escape, text)
+
+
 def render_turn(role: str, text: str) -> str:
-    escaped = _ROLE_LINE.sub(lambda m: "\\" + m.group(1) + m.group(2), text)
-    return f"**{role.upper()}:**\n\n{escaped}\n\n{SEPARATOR}"
+    return f"**{role.upper()}:**\n\n{escape(text)}\n\n{SEPARATOR}"
 
 
 def render(transcript: Transcript) -> str:
@@ -63,7 +86,7 @@ def parse(text: str, source: str = "transcript") -> Transcript:
     turns: list[Turn] = []
     pos = header.end()
     while (m := _TURN.match(text, pos)) is not None:
-        turns.append(Turn(m.group(1), _ESCAPED_ROLE_LINE.sub(r"\1", m.group(2))))
+        turns.append(Turn(m.group(1), unescape(m.group(2))))
         pos = m.end()
     return Transcript(header.group(1), header.group(2), tuple(turns))
 
