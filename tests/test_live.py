@@ -354,3 +354,36 @@ def test_devices_are_listed_and_a_wrong_name_is_one_clear_line(tmp_path: Path) -
     assert run.stderr.strip().splitlines() == [
         "voice-agent: error: no input device matches 'no-such-mic': see 'voice-agent devices'"
     ]
+
+
+def test_saved_audio_is_kept_privately_and_plays_back_in_the_room(
+    tmp_path: Path, sinks: list[Sink]
+) -> None:
+    room = sink(sinks, "replay")
+    with ScriptedLLM(Stream("Seven of clubs, noted.")) as server:
+        run = run_cli("chat", "--input", str(clip("cards_003.wav").path), "--output-dir",
+                      str(tmp_path / "out"), "--llm-url", server.url, "--transcripts-dir",
+                      str(tmp_path / "t"), "--save-audio")  # fmt: skip
+    assert run.code == 0, run.stderr
+    [record] = sidecar(tmp_path)
+    files = record["audio_files"]
+    assert isinstance(files, dict) and set(files) == {"user", "reply"}
+    [md] = transcript_files(tmp_path / "t")
+    for name in files.values():
+        path = md.parent / str(name)
+        assert path.suffix == ".flac" and (path.stat().st_mode & 0o777) == 0o600
+    rec = Recorder(room)
+    time.sleep(2.5)  # a fresh recorder of a monitor takes a moment to run in real time
+    played = run_cli("--transcripts-dir", str(tmp_path / "t"), "transcripts", "play",
+                     "--latest", "1", env={"PULSE_SINK": room.name})  # fmt: skip
+    time.sleep(0.5)
+    heard = rec.stop()
+    assert played.code == 0, played.stderr
+    assert \
+        [line.split(" (")[0] for line in played.stdout.splitlines()] == [
+            "turn 1: you", "turn 1: assistant"]  # fmt: skip
+    text = WhisperStt(SttConfig()).transcribe(Audio(heard, SPEECH_RATE_HZ)).text.lower()
+    assert "clubs" in text and "noted" in text
+    missing = run_cli("--transcripts-dir", str(tmp_path / "t"), "transcripts", "play", "2026",
+                      "9")  # fmt: skip
+    assert missing.code != 0 and "no audio kept for turn 9" in missing.stderr

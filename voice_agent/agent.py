@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from voice_agent.audio import Audio
+from voice_agent.audio import Audio, concat, write_private_flac
 from voice_agent.config import ReplyConfig
 from voice_agent.display import Display
 from voice_agent.errors import LlmError, VoiceAgentError
@@ -37,7 +37,8 @@ class Turn:
     source: str
     text: str = ""
     committed: bool = False  # the USER block is in the transcript
-    audio: Audio | None = None  # what the user said, kept until the reply starts
+    audio: Audio | None = None  # what the user said
+    reply_audio: list[tuple[int, Audio]] = field(default_factory=list)  # (tag, piece) spoken
     events: dict[str, float] = field(default_factory=dict)  # name -> time.time()
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -76,6 +77,7 @@ class Agent:
         self.out = out
         self.turns = 0
         self.failures = 0
+        self.keep_audio = False  # transcripts.save_audio: FLAC of each utterance and reply
 
     @property
     def models(self) -> dict[str, str]:
@@ -181,6 +183,7 @@ class Agent:
                     tag = len(pieces)
                     pieces.append((end, tag))
                     self.out.enqueue(audio, tag)
+                    turn.reply_audio.append((tag, audio))
                 turn.extra["reply_audio_seconds"] = round(
                     turn.extra.get("reply_audio_seconds", 0) + audio.seconds, 3
                 )
@@ -245,12 +248,37 @@ class Agent:
         return kept.strip() + INTERRUPTED
 
     def _finish(self, turn: Turn, text: str, finish: str) -> Reply:
+        if self.keep_audio:
+            self._keep_audio(turn)
         self.writer.append("ASSISTANT", text)  # on disk first: history implies transcript
         self.conversation.add("assistant", text)
         turn.extra["finish_reason"] = finish
         turn.extra["interrupted"] = finish == "interrupted"
         self._record(turn)
         return Reply(text, turn.extra.get("reply_audio_seconds", 0.0), finish)
+
+    def _keep_audio(self, turn: Turn) -> None:
+        """Store what was heard and what was said (as far as it played) beside the transcript."""
+        if self.writer.path is None:
+            return
+        folder = self.writer.path.with_suffix("")
+        folder.mkdir(mode=0o700, exist_ok=True)
+        files: dict[str, str] = {}
+        played: list[Audio] = []
+        for tag, piece in turn.reply_audio:
+            fraction = self.out.played_fraction(tag) if self.out is not None else 1.0
+            played.append(Audio(piece.samples[: round(len(piece.samples) * fraction)],
+                                piece.rate_hz))  # fmt: skip
+        rate = played[0].rate_hz if played else 0
+        for kind, audio in (
+            ("user", turn.audio),
+            ("reply", concat(played, rate) if played else None),
+        ):
+            if audio is not None and len(audio.samples):
+                path = folder / f"turn-{turn.number:03d}-{kind}.flac"
+                write_private_flac(path, audio)
+                files[kind] = path.relative_to(self.writer.path.parent).as_posix()
+        turn.extra["audio_files"] = files
 
     def _record(self, turn: Turn) -> None:
         events = {k: round(v, 3) for k, v in sorted(turn.events.items(), key=lambda kv: kv[1])}

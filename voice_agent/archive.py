@@ -61,7 +61,7 @@ class Entry:
         return max(0.0, float(max(ends)) - started.timestamp())
 
 
-def _inside(folder: Path, path: Path) -> bool:
+def inside(folder: Path, path: Path) -> bool:
     root = folder.resolve()
     return path.resolve() == root or root in path.resolve().parents
 
@@ -72,7 +72,7 @@ def entries(folder: Path) -> list[Entry]:
         return []
     found = []
     for path in folder.rglob("*.md"):
-        if not path.is_file() or not _inside(folder, path):
+        if not path.is_file() or not inside(folder, path):
             continue  # a symlink out of the folder is not ours to read
         try:
             found.append(Entry(path.stem, path, read(path)))
@@ -87,7 +87,7 @@ def find(folder: Path, ident: str) -> Entry:
         raise TranscriptError("give a transcript ID (see 'voice-agent transcripts list')")
     if "/" in ident or "\\" in ident or ident.startswith(".") or ident.endswith(".md"):
         path = Path(ident) if Path(ident).is_absolute() else folder / ident
-        if not _inside(folder, path):
+        if not inside(folder, path):
             raise TranscriptError(
                 f"{ident} is outside the transcripts folder {folder}: only transcripts in it "
                 "can be named"

@@ -7,6 +7,7 @@ speaker or a file needs another one, so it is resampled at most once.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,8 +59,8 @@ def concat(parts: list[Audio], rate_hz: int) -> Audio:
     return Audio(np.concatenate([p.resampled(rate_hz).samples for p in parts]), rate_hz)
 
 
-def read_file(path: Path) -> Audio:
-    """Read any wav/flac/ogg/mp3 file, downmix to mono and resample to 16 kHz."""
+def read_file(path: Path, resample: bool = True) -> Audio:
+    """Read any wav/flac/ogg/mp3 file, downmix to mono and (by default) resample to 16 kHz."""
     if not path.is_file():
         raise AudioFileError(f"audio file {path} does not exist")
     try:
@@ -70,12 +71,20 @@ def read_file(path: Path) -> Audio:
         ) from None
     if data.shape[0] == 0:
         raise AudioFileError(f"audio file {path} holds no samples")
-    mono = data.mean(axis=1)
-    return Audio(from_float(mono), int(rate)).resampled(SPEECH_RATE_HZ)
+    audio = Audio(from_float(data.mean(axis=1)), int(rate))
+    return audio.resampled(SPEECH_RATE_HZ) if resample else audio
 
 
 def write_wav(path: Path, audio: Audio) -> None:
     soundfile.write(str(path), audio.samples, audio.rate_hz, subtype="PCM_16")
+
+
+def write_private_flac(path: Path, audio: Audio) -> None:
+    """Lossless and about half the size of WAV; owner-only, like the transcript it belongs to."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        soundfile.write(fh, audio.samples, audio.rate_hz, format="FLAC", subtype="PCM_16")
 
 
 def _reason(exc: Exception) -> str:

@@ -29,6 +29,7 @@ GLOBAL_FLAGS: dict[str, str | None] = {
     "input_device": "audio.input_device",
     "output_device": "audio.output_device",
     "barge_in": "audio.barge_in",
+    "save_audio": "transcripts.save_audio",
     "debug": None,
     "verbose": None,
 }
@@ -46,6 +47,12 @@ def _global_options() -> argparse.ArgumentParser:
     g.add_argument("--voice", metavar="PATH", help="Piper voice .onnx file")
     g.add_argument("--input-device", metavar="INDEX|NAME", help="microphone (voice-agent devices)")
     g.add_argument("--output-device", metavar="INDEX|NAME", help="speaker (voice-agent devices)")
+    g.add_argument(
+        "--save-audio",
+        action="store_true",
+        default=None,
+        help="keep each utterance and reply as FLAC beside the transcript",
+    )
     g.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     g.add_argument("-v", "--verbose", action="store_true", help="show progress logs")
     return p
@@ -120,6 +127,10 @@ def _transcripts_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     stats = ts.add_parser("stats", parents=[common], help="median and p90 of each stage")
     stats.add_argument("id", nargs="?", help="one transcript (default: all)")
     ts.add_parser("path", parents=[common], help="print the transcripts folder")
+    play = ts.add_parser("play", parents=[common], help="replay a session's kept audio")
+    play.add_argument("id", nargs="?")
+    play.add_argument("turn", nargs="?", type=int, help="one turn (default: all)")
+    play.add_argument("--latest", action="store_true")
     resume = ts.add_parser("resume", parents=[common], help="continue a past session")
     resume.add_argument("id", nargs="?")
     resume.add_argument("--latest", action="store_true")
@@ -148,6 +159,12 @@ def _run_transcripts(opts: dict[str, Any], config: Config) -> int:
         review.stats(folder, opts.get("id"))
     elif action == "path":
         print(folder)
+    elif action == "play":
+        ident, turn = opts.get("id"), opts.get("turn")
+        if opts.get("latest") and ident and ident.isdigit() and turn is None:
+            ident, turn = None, int(ident)  # "play --latest 3"
+        entry = review.pick(folder, ident, bool(opts.get("latest")))
+        review.play(entry, turn, config.audio.output_device)
     elif action == "resume":
         entry = review.pick(folder, opts.get("id"), bool(opts.get("latest")))
         from voice_agent.session import run_live, run_text

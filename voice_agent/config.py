@@ -106,6 +106,7 @@ class TranscriptConfig:
     """Where sessions are kept."""
 
     dir: str = ""  # "" = the per-user data folder (see `voice-agent transcripts path`)
+    save_audio: bool = False  # keep each utterance and reply as FLAC beside the transcript
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from typing import Any
 from voice_agent import archive
 from voice_agent.archive import Entry
 from voice_agent.display import inert
-from voice_agent.errors import ConfigError
+from voice_agent.errors import ConfigError, TranscriptError
 from voice_agent.transcript import render
 
 
@@ -115,3 +115,41 @@ def stats(folder: Path, ident: str | None) -> None:
     print(f"{'stage':34}{'median':>8}{'p90':>8}{'turns':>7}")
     for name, row in table.items():
         print(f"{name:34}{row['median']:>8.3f}{row['p90']:>8.3f}{row['turns']:>7}")
+
+
+def play(entry: Entry, turn: int | None, output_device: str) -> None:
+    """Replay the kept audio of a session (or one turn): what the user said, then the reply."""
+    import asyncio
+
+    from voice_agent.audio import read_file
+    from voice_agent.speaker import Speaker
+
+    records = [r for r in entry.sidecar if r.get("audio_files")]
+    if turn is not None:
+        records = [r for r in records if r.get("turn") == turn]
+    if not records:
+        what = f"turn {turn} of {entry.id}" if turn is not None else entry.id
+        raise TranscriptError(f"no audio kept for {what}: sessions keep audio with --save-audio "
+                              "(transcripts.save_audio = true)")  # fmt: skip
+    clips = []
+    for r in records:
+        for kind in ("user", "reply"):
+            name = r["audio_files"].get(kind)
+            if name:
+                path = entry.path.parent / name
+                if not archive.inside(entry.path.parent, path):
+                    raise TranscriptError(f"{name} is outside the transcripts folder")
+                clips.append((r.get("turn"), kind, read_file(path, resample=False)))
+    speaker = Speaker(output_device)
+
+    async def run() -> None:
+        for number, kind, audio in clips:
+            print(f"turn {number}: {'you' if kind == 'user' else 'assistant'} "
+                  f"({audio.seconds:.1f} s)")  # fmt: skip
+            speaker.enqueue(audio, 0)
+            await speaker.drained()
+
+    try:
+        asyncio.run(run())
+    finally:
+        speaker.close()

@@ -73,7 +73,9 @@ async def build_agent(
         for turn in resume.transcript.turns:
             conversation.add("user" if turn.role == "USER" else "assistant", turn.text)
         display.note(f"(continuing {resume.id}: {len(resume.transcript.turns)} earlier turns)")
-    return Agent(chat, conversation, writer, display, config.reply, stt, tts, out)
+    agent = Agent(chat, conversation, writer, display, config.reply, stt, tts, out)
+    agent.keep_audio = config.transcripts.save_audio
+    return agent
 
 
 async def _none() -> None:
@@ -117,6 +119,7 @@ async def run_files(config: Config, inputs: Sequence[Path], output_dir: Path) ->
                 failed += 1
                 continue
             turn = agent.new_turn(str(path))
+            turn.audio = audio
             turn.extra["audio_seconds"] = round(audio.seconds, 3)
             turn.mark("stt_start")
             heard = await agent.transcribe(audio)
