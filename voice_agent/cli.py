@@ -160,8 +160,9 @@ def _run_transcripts(opts: dict[str, Any], config: Config) -> int:
     elif action == "path":
         print(folder)
     elif action == "play":
-        ident, turn = opts.get("id"), opts.get("turn")
-        if opts.get("latest") and ident and ident.isdigit() and turn is None:
+        ident: str | None = opts.get("id")
+        turn: int | None = opts.get("turn")
+        if opts.get("latest") and ident is not None and ident.isdigit() and turn is None:
             ident, turn = None, int(ident)  # "play --latest 3"
         entry = review.pick(folder, ident, bool(opts.get("latest")))
         review.play(entry, turn, config.audio.output_device)
