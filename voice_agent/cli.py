@@ -163,7 +163,8 @@ def _run_transcripts(opts: dict[str, Any], config: Config) -> int:
         ident: str | None = opts.get("id")
         turn: int | None = opts.get("turn")
         if opts.get("latest") and ident is not None and ident.isdigit() and turn is None:
-            ident, turn = None, int(ident)  # "play --latest 3"
+            turn = int(ident)  # "play --latest 3"
+            ident = None
         entry = review.pick(folder, ident, bool(opts.get("latest")))
         review.play(entry, turn, config.audio.output_device)
     elif action == "resume":
