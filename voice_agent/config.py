@@ -97,7 +97,7 @@ class ReplyConfig:
 
     streaming: bool = True  # speak sentence by sentence while the model is still writing
     early_transcription: bool = True  # transcribe during the end-of-speech silence
-    first_fragment_chars: int = 40  # the first fragment may end at a comma once this long
+    first_fragment_chars: int = 20  # the first fragment may end at a comma once this long
     end_phrases: str = "goodbye"  # comma-separated phrases that end the session when said
 
 

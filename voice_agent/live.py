@@ -149,7 +149,7 @@ class LiveSession:
 
     def _start_early(self, event: Paused) -> None:
         self._cancel_early()
-        task = asyncio.create_task(self.agent.transcribe(event.audio))
+        task = asyncio.create_task(self._hear(event.audio))
         self._early = _Early(event.generation, time.time(), task)
         extra = self.config.vad.unfinished_extra_ms
 
@@ -159,6 +159,15 @@ class LiveSession:
                 self.endpointer.extend_hangover(event.generation, extra)
 
         task.add_done_callback(check)
+
+    async def _hear(self, audio: Audio) -> Transcription:
+        """Silero's second opinion, then the words; no words when Silero hears no speech."""
+        if self.confirmer is not None and not await asyncio.to_thread(
+            self.confirmer.has_speech, audio
+        ):
+            log.info("%.1f s of audio rejected by Silero VAD", audio.seconds)
+            return Transcription("", audio.seconds, 0.0)
+        return await self.agent.transcribe(audio)
 
     def _cancel_early(self) -> None:
         if self._early is not None:
@@ -179,11 +188,6 @@ class LiveSession:
 
     async def _take_utterance(self, u: Utterance, speech_end: float) -> None:
         async with self._turn_lock:
-            if self.confirmer is not None and not await asyncio.to_thread(
-                self.confirmer.has_speech, u.audio
-            ):
-                log.info("utterance of %.1f s rejected by Silero VAD", u.audio.seconds)
-                return
             early = self._early if self._early and self._early.generation == u.generation else None
             self._early = None
             if early is not None:
@@ -192,7 +196,7 @@ class LiveSession:
             else:
                 self._cancel_early()
                 stt_start = time.time()
-                heard = await self.agent.transcribe(u.audio)
+                heard = await self._hear(u.audio)
             if not heard.text:
                 log.info("no words in %.1f s of audio", u.audio.seconds)
                 return

@@ -59,6 +59,7 @@ class Speaker:
             self._stream = sd.OutputStream(
                 samplerate=self.rate_hz, channels=1, dtype="int16", device=index,
                 blocksize=self.rate_hz * blocksize_ms // 1000, callback=self._callback,
+                latency="low",
             )  # fmt: skip
             self._stream.start()
         except sd.PortAudioError as exc:

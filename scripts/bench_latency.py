@@ -1,0 +1,253 @@
+#!/usr/bin/env python3
+"""End of speech -> first reply sound, measured in a virtual room, streaming vs sequential.
+
+A benchmark, not a test: it prints a table and writes JSON. The real agent runs as a process
+in a PulseAudio room (the user's voice on the left channel, the agent's on the right, one
+recording on one clock) against a scripted loopback LLM that answers its first token after
+``--first-token`` seconds and then ``--rate`` words per second. Clips from the public speech
+set are played as the user; latency is read from the room recording itself: the last voiced
+frame of the clip to the first sample of the reply. The same run is repeated in the
+sequential order (whole reply, then whole synthesis, then playback; no early transcription)
+for comparison. Needs PulseAudio (scripts/setup.sh test installs it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from conftest import clips  # noqa: E402
+from llm_server import ScriptedLLM, Stream  # noqa: E402
+from room import AgentProcess, Headset, Recorder, as_wav, ensure_pulseaudio, play  # noqa: E402
+
+from voice_agent.audio import SPEECH_RATE_HZ, read_file  # noqa: E402
+from voice_agent.config import VadConfig  # noqa: E402
+from voice_agent.vad import VoiceDetector  # noqa: E402
+
+REPLY = (
+    "That is a good question, and the short answer is yes. Most people find that a few "
+    "minutes of practice each day is enough to notice a difference within a week. If you "
+    "want, I can suggest a simple routine to start with tomorrow morning."
+)
+FRAME = SPEECH_RATE_HZ // 100  # 10 ms windows for level analysis
+LOUD_RMS = 300.0  # about -40 dBFS: the reply has started / is sounding
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--clips", type=int, default=10, help="how many speech clips to play")
+    p.add_argument("--first-token", type=float, default=0.1, help="LLM first-token delay, s")
+    p.add_argument("--rate", type=float, default=50.0, help="LLM words per second")
+    p.add_argument("--idle", type=float, default=10.0, help="seconds of idle listening to time")
+    p.add_argument("--json", type=Path, default=Path("bench-results/latency.json"))
+    args = p.parse_args()
+    ensure_pulseaudio()
+    chosen = [c for c in clips() if c.seconds < 12][: args.clips]
+    results = {}
+    for mode in ("streaming", "sequential"):
+        print(f"running {mode} ({len(chosen)} clips)...", file=sys.stderr)
+        results[mode] = run(mode, chosen, args)
+    report(results, args)
+    return 0
+
+
+def run(mode: str, chosen: list[Any], args: argparse.Namespace) -> dict[str, Any]:
+    headset = Headset("bench")
+    reply = Stream(REPLY, first_token_delay_s=args.first_token, chunk_delay_s=1 / args.rate)
+    with tempfile.TemporaryDirectory() as tmp, ScriptedLLM(reply) as server:
+        folder = Path(tmp)
+        config = folder / "config.toml"
+        if mode == "sequential":  # whole reply, then whole synthesis, then playback
+            config.write_text("[reply]\nstreaming = false\nearly_transcription = false\n")
+        else:
+            config.write_text("")
+        launched = time.monotonic()
+        agent = AgentProcess(["--config", str(config), "--llm-url", server.url,
+                              "--transcripts-dir", str(folder / "t"), "chat"],
+                             headset.ear, headset.agent)  # fmt: skip
+        try:
+            agent.wait_for("Listening", timeout=120)
+            to_listening = time.monotonic() - launched
+            idle_cpu = cpu_share(agent.proc.pid, args.idle)
+            rec = Recorder(f"{headset.room}.monitor", channels=2)
+            time.sleep(1.0)
+            for n, c in enumerate(chosen, start=1):
+                play(headset.user, as_wav(c.path, folder))
+                wait_for_records(folder, n)
+                time.sleep(1.0)
+            recording = rec.stop()
+            peak_rss_mb = peak_rss(agent.proc.pid)
+            assert agent.interrupt() == 0, agent.errors
+        finally:
+            agent.kill()
+            headset.close()
+        records = read_records(folder)
+    latencies, gaps = measure(recording, chosen)
+    return {
+        "to_listening_s": round(to_listening, 2),
+        "idle_cpu_percent": round(idle_cpu, 2),
+        "peak_rss_mb": round(peak_rss_mb, 1),
+        "latency_s": [round(x, 3) for x in latencies],
+        "longest_gap_in_reply_s": [round(x, 3) for x in gaps],
+        "stages_median_s": stage_medians(records),
+    }
+
+
+def cpu_share(pid: int, seconds: float) -> float:
+    """CPU used by the process over ``seconds`` of idle listening, in % of one core."""
+
+    def ticks() -> int:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])
+
+    start, t0 = ticks(), time.monotonic()
+    time.sleep(seconds)
+    used = (ticks() - start) / os.sysconf("SC_CLK_TCK")
+    return 100 * used / (time.monotonic() - t0)
+
+
+def peak_rss(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def read_records(folder: Path) -> list[dict[str, Any]]:
+    files = sorted((folder / "t").rglob("*.jsonl"))
+    return [json.loads(x) for f in files for x in f.read_text().splitlines() if x]
+
+
+def wait_for_records(folder: Path, n: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while len(read_records(folder)) < n:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"turn {n} did not complete within {timeout} s")
+        time.sleep(0.05)
+
+
+def rms(x: np.ndarray) -> np.ndarray:
+    frames = x[: len(x) // FRAME * FRAME].astype(np.float64).reshape(-1, FRAME)
+    return np.sqrt((frames**2).mean(axis=1))
+
+
+def locate(haystack: np.ndarray, needle: np.ndarray, after: int) -> int:
+    h = haystack[after:].astype(np.float64)
+    size = 1 << (len(h) + len(needle) - 1).bit_length()
+    corr = np.fft.irfft(
+        np.fft.rfft(h, size) * np.conj(np.fft.rfft(needle.astype(np.float64), size)), size
+    )
+    return after + int(np.argmax(corr[: len(h) - len(needle) + 1]))
+
+
+def last_voiced_end(samples: np.ndarray) -> int:
+    config = VadConfig()
+    vad = VoiceDetector(config.aggressiveness, config.floor_dbfs)
+    n = SPEECH_RATE_HZ * config.frame_ms // 1000
+    ends = [i + n for i in range(0, len(samples) - n + 1, n) if vad.is_speech(samples[i : i + n])]
+    return ends[-1]
+
+
+def measure(recording: np.ndarray, chosen: list[Any]) -> tuple[list[float], list[float]]:
+    user, agent = recording[:, 0], recording[:, 1]
+    agent_loud = rms(agent) > LOUD_RMS
+    latencies, gaps = [], []
+    pos = 0
+    for c in chosen:
+        voice = read_file(c.path).samples
+        start = locate(user, voice, pos)
+        speech_end = start + last_voiced_end(voice)
+        pos = start + len(voice)
+        onset_frames = np.flatnonzero(agent_loud[speech_end // FRAME :])
+        if onset_frames.size == 0:
+            continue
+        first = speech_end // FRAME + int(onset_frames[0])
+        latencies.append((first * FRAME - speech_end) / SPEECH_RATE_HZ)
+        # the reply runs until 1.5 s of quiet; its longest inner silence is the longest
+        # quiet stretch that sound follows
+        quiet_run, longest, i = 0, 0, first
+        while i < len(agent_loud) and quiet_run < 150:
+            if agent_loud[i]:
+                longest = max(longest, quiet_run)
+                quiet_run = 0
+            else:
+                quiet_run += 1
+            i += 1
+        gaps.append(longest * FRAME / SPEECH_RATE_HZ)
+    return latencies, gaps
+
+
+def stage_medians(records: list[dict[str, Any]]) -> dict[str, float]:
+    names = sorted({k for r in records for k in r.get("stages", {})})
+    return {
+        k: round(statistics.median(r["stages"][k] for r in records if k in r["stages"]), 3)
+        for k in names
+    }
+
+
+def pct(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> None:
+    hangover = VadConfig().hangover_ms / 1000
+    s, q = results["streaming"], results["sequential"]
+    ratio = statistics.median(q["latency_s"]) / statistics.median(s["latency_s"])
+    cpu = Path("/proc/cpuinfo").read_text().split("model name", 1)[1].split(":", 1)[1]
+    machine = f"{cpu.splitlines()[0].strip()}, {len(os.sched_getaffinity(0))} cores, " \
+              f"Python {platform.python_version()}"  # fmt: skip
+    print(f"\nvoice-agent latency on {machine}")
+    print(
+        f"LLM: first token after {args.first_token:.2f} s, {args.rate:.0f} words/s; "
+        f"hangover {hangover:.2f} s; {len(s['latency_s'])} clips"
+    )
+    rows = [
+        ("end of speech -> first audio, median (s)", "median", hangover + 0.35),
+        ("end of speech -> first audio, p90 (s)", "p90", None),
+        ("longest silence inside a reply (s)", "gap", None),
+        ("launch -> Listening (s)", "to_listening_s", 4.0),
+        ("peak resident memory (MB)", "peak_rss_mb", 450.0),
+        ("CPU while listening to silence (% of a core)", "idle_cpu_percent", 5.0),
+    ]
+    print(f"{'':48}{'streaming':>11}{'sequential':>12}{'budget':>9}")
+    for label, key, budget in rows:
+        values = []
+        for r in (s, q):
+            if key == "median":
+                values.append(statistics.median(r["latency_s"]))
+            elif key == "p90":
+                values.append(pct(r["latency_s"], 90))
+            elif key == "gap":
+                values.append(max(r["longest_gap_in_reply_s"]))
+            else:
+                values.append(r[key])
+        b = f"{budget:.2f}" if budget is not None else ""
+        print(f"{label:48}{values[0]:>11.2f}{values[1]:>12.2f}{b:>9}")
+    print(f"{'sequential / streaming, median':48}{ratio:>11.2f}{'':>12}{'2.00':>9}")
+    print("\nper-stage medians from the sidecar (s):")
+    for name in s["stages_median_s"]:
+        print(f"  {name:34}{s['stages_median_s'][name]:>8.3f}"
+              f"{q['stages_median_s'].get(name, float('nan')):>10.3f}")  # fmt: skip
+    results_out = {"machine": machine, "llm_first_token_s": args.first_token,
+                   "llm_words_per_s": args.rate, "hangover_s": hangover,
+                   "ratio_sequential_to_streaming": round(ratio, 2), **results}  # fmt: skip
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(results_out, indent=2))
+    print(f"\nwritten to {args.json}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
