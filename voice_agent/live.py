@@ -20,7 +20,7 @@ from collections.abc import Coroutine
 from dataclasses import dataclass
 
 from voice_agent.agent import Agent, Turn
-from voice_agent.audio import SPEECH_RATE_HZ, Audio, concat
+from voice_agent.audio import SPEECH_RATE_HZ, Audio, concat, silence
 from voice_agent.config import Config
 from voice_agent.display import Display
 from voice_agent.mic import Frame, Microphone
@@ -68,6 +68,8 @@ class LiveSession:
         self.confirmer = (
             SpeechConfirmer(config.vad.silero_threshold) if config.vad.silero_confirm else None
         )
+        if self.confirmer is not None:
+            self.confirmer.has_speech(silence(0.5))  # loads the model now, not at the first turn
         self.end_phrases = [_words(p) for p in config.reply.end_phrases.split(",") if p.strip()]
         self.stop = asyncio.Event()
         self.gate = asyncio.Event()  # set = the user is silent, the agent may speak

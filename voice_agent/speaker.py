@@ -42,7 +42,7 @@ class _Piece:
 class Speaker:
     """One output device; ``enqueue`` and ``stop`` are safe from any thread."""
 
-    def __init__(self, device: str = "", blocksize_ms: int = 20) -> None:
+    def __init__(self, device: str = "", blocksize_ms: int = 40) -> None:
         sd = import_sounddevice()
         index, info = find_device(sd, device, "output")
         self.name = str(info["name"])

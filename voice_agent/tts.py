@@ -99,7 +99,7 @@ def clauses(text: str, limit: int = MAX_CHUNK_CHARS) -> list[str]:
 
 
 def _load(path: Path) -> PiperVoice:
-    """PiperVoice.load, but with ONNX Runtime's per-shape memory patterns off.
+    """PiperVoice.load, but with ONNX Runtime's per-shape memory patterns and spinning off.
 
     Every sentence length is a new input shape; with patterns on, the runtime keeps an
     allocation plan (and its memory) for each one, so a long session grows by 100 MB and more
@@ -113,6 +113,9 @@ def _load(path: Path) -> PiperVoice:
         config = json.loads(Path(f"{path}.json").read_text(encoding="utf-8"))
         options = onnxruntime.SessionOptions()
         options.enable_mem_pattern = False
+        # idle worker threads would otherwise spin for a while after each sentence, taking
+        # the CPU that speech recognition and the audio loop need on a small machine
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         session = onnxruntime.InferenceSession(
             str(path), sess_options=options, providers=["CPUExecutionProvider"]
         )
