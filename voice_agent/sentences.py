@@ -31,18 +31,17 @@ class SentenceSplitter:
         self._emitted = 0
 
     def feed(self, text: str) -> list[str]:
+        """The pieces that ``text`` completes."""
         self._buf += text
-        out: list[str] = []
-        while (piece := self._next(final=False)) is not None:
-            if piece.strip():
-                out.append(piece.strip())
-        self._emitted += len(out)
-        return out
+        return self._drain(final=False)
 
     def flush(self) -> list[str]:
         """The rest of the reply, once the stream has ended."""
+        return self._drain(final=True)
+
+    def _drain(self, final: bool) -> list[str]:
         out: list[str] = []
-        while (piece := self._next(final=True)) is not None:
+        while (piece := self._next(final)) is not None:
             if piece.strip():
                 out.append(piece.strip())
         self._emitted += len(out)
