@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterator
 
 import pytest
 from llm_server import Raw, ScriptedLLM, Stream, delta
 
 from voice_agent.config import LlmConfig
-from voice_agent.errors import ConfigError, LlmConnectionError, LlmHttpError, LlmProtocolError
+from voice_agent.errors import (
+    ConfigError,
+    LlmConnectionError,
+    LlmError,
+    LlmHttpError,
+    LlmProtocolError,
+)
 from voice_agent.llm import ChatClient, Conversation, Message, ReplyChunk
 from voice_agent.llm_endpoint import OPENROUTER_MODEL, OPENROUTER_URL, resolve
 
@@ -166,3 +173,65 @@ def test_history_budget_drops_oldest_turns_but_keeps_the_system_prompt() -> None
     assert sent[0] == Message("system", "sys")
     assert [m.content for m in sent[1:]] == ["question 9", "answer 9"]
     assert len(conv.turns) == 20
+
+
+def test_429_with_retry_after_is_retried_and_the_reply_arrives() -> None:
+    limited = Raw(status=429, body=b'{"error": {"message": "slow down"}}',
+                  content_type="application/json", headers={"Retry-After": "1"})  # fmt: skip
+    with ScriptedLLM(limited, Stream("Here you go.")) as server:
+        started = time.monotonic()
+        chunks = collect(server.url, [Message("user", "hi")])
+        waited = time.monotonic() - started
+    assert text_of(chunks) == "Here you go."
+    assert len(server.requests) == 2
+    assert waited >= 0.9  # the server's Retry-After was honoured
+
+
+def test_retry_after_beyond_the_cap_is_not_retried_and_says_why() -> None:
+    limited = Raw(status=429, body=b"{}", content_type="application/json",
+                  headers={"Retry-After": "3600"})  # fmt: skip
+    with ScriptedLLM(limited, Stream("never")) as server:
+        with pytest.raises(LlmHttpError, match="asks to wait 3600 s") as err:
+            collect(server.url, [Message("user", "hi")])
+        assert len(server.requests) == 1
+    assert err.value.status == 429
+
+
+@pytest.mark.parametrize("status", [500, 502, 503])
+def test_server_errors_are_retried_twice_then_reported(status: int) -> None:
+    failing = Raw(status=status, body=b"oops", content_type="text/plain")
+    with ScriptedLLM(failing, failing, Stream("Recovered.")) as server:
+        assert text_of(collect(server.url, [Message("user", "hi")])) == "Recovered."
+        assert len(server.requests) == 3
+    with ScriptedLLM(failing) as server:
+        with pytest.raises(LlmHttpError, match=f"LLM error {status}"):
+            collect(server.url, [Message("user", "hi")])
+        assert len(server.requests) == 3
+
+
+@pytest.mark.parametrize("status", [400, 401, 402, 403, 404, 422])
+def test_client_errors_are_not_retried(status: int) -> None:
+    with ScriptedLLM(Raw(status=status, body=b"{}", content_type="application/json")) as server:
+        with pytest.raises(LlmHttpError):
+            collect(server.url, [Message("user", "hi")])
+        assert len(server.requests) == 1
+
+
+def test_nothing_is_retried_once_part_of_the_reply_has_arrived() -> None:
+    broken = Raw(body=delta("Half of it") + b'data: {"error": {"message": "overloaded"}}\n\n')
+    got: list[ReplyChunk] = []
+    with ScriptedLLM(broken, Stream("second try")) as server:
+        config = LlmConfig(base_url=server.url, model="m")
+
+        async def go() -> None:
+            client = ChatClient(resolve(config, {}), config)
+            try:
+                async for c in client.stream([Message("user", "hi")]):
+                    got.append(c)
+            finally:
+                await client.aclose()
+
+        with pytest.raises(LlmError, match="overloaded"):
+            asyncio.run(go())
+        assert len(server.requests) == 1
+    assert text_of(got) == "Half of it"

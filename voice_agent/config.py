@@ -51,6 +51,7 @@ class LlmConfig:
     first_token_timeout_s: float = 60.0
     chunk_timeout_s: float = 30.0
     turn_timeout_s: float = 180.0
+    max_retry_wait_s: float = 20.0  # a server asking to wait longer is not retried
     history_chars: int = 32000  # earlier turns sent with each request, oldest dropped first
 
 

@@ -7,8 +7,11 @@ contains the API key.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import email.utils
 import json
 import logging
+import random
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -107,13 +110,42 @@ class ChatClient:
         return self.model
 
     async def stream(self, messages: list[Message]) -> AsyncIterator[ReplyChunk]:
-        """Yield the reply as it arrives; the last chunk carries ``finish_reason``."""
+        """Yield the reply as it arrives; the last chunk carries ``finish_reason``.
+
+        Retries follow the official openai-python client: at most two, with exponential
+        backoff and jitter, on connection errors, timeouts, 408, 409, 429 and 5xx, honouring
+        Retry-After up to ``max_retry_wait_s``. Nothing is retried once part of the reply has
+        arrived: it may already have been spoken.
+        """
         body: dict[str, Any] = {
             "model": await self.ensure_model(),
             "messages": [{"role": m.role, "content": m.content} for m in messages],
             "stream": True,
         }
+        for attempt in range(MAX_RETRIES + 1):
+            received = False
+            try:
+                async for chunk in self._attempt(body):
+                    received = True
+                    yield chunk
+                return
+            except _Retryable as retry:
+                if received or attempt == MAX_RETRIES:
+                    raise retry.error from None
+                wait = retry.after_s if retry.after_s is not None else _backoff(attempt)
+                if wait > self.config.max_retry_wait_s:
+                    raise type(retry.error)(
+                        f"{retry.error} — the server asks to wait {wait:.0f} s before retrying; "
+                        "try again later",
+                        *([retry.error.status] if isinstance(retry.error, LlmHttpError) else []),
+                    ) from None
+                log.info("LLM request failed (%s); retry %d in %.1f s", retry.error,
+                         attempt + 1, wait)  # fmt: skip
+                await asyncio.sleep(wait)
+
+    async def _attempt(self, body: dict[str, Any]) -> AsyncIterator[ReplyChunk]:
         url = f"{self.endpoint.base_url}/chat/completions"
+        base = self.endpoint.base_url
         started = time.monotonic()
         try:
             async with self._http.stream("POST", url, json=body) as resp:
@@ -121,18 +153,17 @@ class ChatClient:
                 async for chunk in self._chunks(resp, started):
                     yield chunk
         except httpx.ConnectError:
-            raise LlmConnectionError(
-                f"cannot connect to the LLM at {self.endpoint.base_url}: is the server running? "
-                "Check --llm-url"
-            ) from None
+            raise _Retryable(LlmConnectionError(
+                f"cannot connect to the LLM at {base}: is the server running? Check --llm-url"
+            )) from None  # fmt: skip
         except (httpx.TimeoutException, TimeoutError):
-            raise LlmConnectionError(
-                f"the LLM at {self.endpoint.base_url} stopped answering (timed out)"
+            raise _Retryable(
+                LlmConnectionError(f"the LLM at {base} stopped answering (timed out)")
             ) from None
         except httpx.HTTPError as exc:
-            raise LlmConnectionError(
-                f"connection to the LLM at {self.endpoint.base_url} failed: {type(exc).__name__}"
-            ) from None
+            raise _Retryable(LlmConnectionError(
+                f"connection to the LLM at {base} failed: {type(exc).__name__}"
+            )) from None  # fmt: skip
 
     async def _chunks(self, resp: httpx.Response, started: float) -> AsyncIterator[ReplyChunk]:
         content_type = resp.headers.get("content-type", "")
@@ -189,7 +220,13 @@ class ChatClient:
         base = self.endpoint.base_url
         if resp.status_code >= 400:
             body = (await resp.aread())[:4000]
-            raise _http_error(resp.status_code, self._redact(_error_message(_try_json(body))), base)
+            error = _http_error(
+                resp.status_code, self._redact(_error_message(_try_json(body))), base
+            )
+            should = resp.headers.get("x-should-retry")
+            if should == "true" or (should != "false" and resp.status_code in RETRY_STATUSES):
+                raise _Retryable(error, _retry_after(resp.headers))
+            raise error
         content_type = resp.headers.get("content-type", "")
         if not content_type.startswith(("text/event-stream", "application/json")):
             kind = content_type.split(";")[0] or "no content type"
@@ -197,6 +234,41 @@ class ChatClient:
                 f"{url} answered {kind}, not an OpenAI-compatible API: "
                 "check that --llm-url points at the API root (usually ending in /v1)"
             )
+
+
+MAX_RETRIES = 2
+RETRY_STATUSES = {408, 409, 429, 500, 502, 503, 504}
+
+
+class _Retryable(Exception):
+    """An attempt failed in a way worth another try (the error to raise if not)."""
+
+    def __init__(self, error: LlmError, after_s: float | None = None) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.after_s = after_s
+
+
+def _backoff(attempt: int) -> float:
+    """openai-python's schedule: 0.5 s doubling to at most 8 s, minus up to 25 % jitter."""
+    return float(min(0.5 * 2**attempt, 8.0) * (1 - 0.25 * random.random()))
+
+
+def _retry_after(headers: httpx.Headers) -> float | None:
+    """Seconds the server asks for: ``retry-after-ms``, or ``Retry-After`` in seconds or as a
+    date."""
+    with contextlib.suppress(ValueError):
+        if "retry-after-ms" in headers:
+            return float(headers["retry-after-ms"]) / 1000
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    with contextlib.suppress(ValueError):
+        return max(0.0, float(value))
+    with contextlib.suppress(TypeError, ValueError):
+        when = email.utils.parsedate_to_datetime(value)
+        return max(0.0, when.timestamp() - time.time())
+    return None
 
 
 def _http_error(status: int, detail: str, base: str) -> LlmHttpError:
