@@ -24,6 +24,8 @@ from voice_agent.speech_text import for_speech
         ("Great job! 🎉👍🏽👨‍👩‍👧", "Great job!"),
         ("It costs $5 and $10.", "It costs $5 and $10."),
         ("Go north → then east.", "Go north to then east."),
+        ("**Sure. Here it", "Sure. Here it."),
+        ("is, `really` __snake_case__ stays.**", "is, really snake_case stays."),
     ],
 )
 def test_spoken_form(reply: str, spoken: str) -> None:

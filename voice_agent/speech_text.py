@@ -19,6 +19,9 @@ _MATH = re.compile(
 )
 _URL = re.compile(r"https?://([^/\s)]+)[^\s)]*")
 _SPACES = re.compile(r"[ \t\r\f\v]+")
+# Emphasis or code marks left unpaired when a streamed reply is cut into sentences
+# ("**Sure." then "Here it is.**") are not parsed as Markdown, but must not be read out.
+_LEFTOVER_MARKS = re.compile(r"\*+|`+|~~|(?<!\w)_+|_+(?!\w)|\|")
 
 # Words for the symbols and LaTeX commands models use in prose; anything else is dropped.
 _LATEX_WORDS = {
@@ -86,7 +89,7 @@ def for_speech(reply: str) -> str:
     text = emoji.replace_emoji(_THINK.sub(" ", reply), replace=" ")
     text = _MATH.sub(lambda m: _latex(next(g for g in m.groups() if g is not None)), text)
     text = _LATEX_CMD.sub(lambda m: _LATEX_WORDS.get(m.group(1), " "), text)
-    spoken = _blocks(_md.parse(text))
+    spoken = _LEFTOVER_MARKS.sub(" ", _blocks(_md.parse(text)))
     for symbol, words in _SYMBOL_WORDS.items():
         spoken = spoken.replace(symbol, words)
     lines = (_SPACES.sub(" ", line).strip() for line in spoken.splitlines())
