@@ -224,3 +224,25 @@ def test_no_endpoint_configured_says_how_to_choose_one(tmp_path: Path) -> None:
 
 def test_speech_clips_folder_is_complete() -> None:
     assert len(list(SPEECH.glob("*.wav"))) + len(list(SPEECH.glob("*.flac"))) >= 19
+
+
+def test_context_too_long_trims_the_history_and_retries_once(tmp_path: Path) -> None:
+    too_long = Raw(status=400, content_type="application/json", body=(
+        b'{"error": {"message": "This model\'s maximum context length is 8192 tokens. However, '
+        b'your messages resulted in 9000 tokens.", "code": "context_length_exceeded"}}'))  # fmt: skip
+    with ScriptedLLM(Stream("First answer."), too_long, Stream("Second answer.")) as server:
+        run = run_cli("--llm-url", server.url, "chat", "--text", "--mute", "--transcripts-dir",
+                      str(tmp_path / "t"), stdin="First question, a long one.\nSecond?\n")  # fmt: skip
+    assert run.code == 0, run.stderr
+    assert "Second answer." in run.stdout
+    assert len(server.requests) == 3
+    assert server.user_messages(1) == ["First question, a long one.", "Second?"]
+    assert server.user_messages(2) == ["Second?"]  # the older half left out, the system kept
+    assert server.requests[2]["messages"][0]["role"] == "system"
+    [md] = transcript_files(tmp_path / "t")
+    assert [t.text for t in read(md).turns] == [
+        "First question, a long one.",
+        "First answer.",
+        "Second?",
+        "Second answer.",
+    ]

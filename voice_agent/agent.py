@@ -11,15 +11,15 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from voice_agent.audio import Audio, concat, write_private_flac
 from voice_agent.config import ReplyConfig
 from voice_agent.display import Display
-from voice_agent.errors import LlmError, VoiceAgentError
-from voice_agent.llm import ChatClient, Conversation, Message
+from voice_agent.errors import LlmError, LlmHttpError, VoiceAgentError
+from voice_agent.llm import ChatClient, Conversation, Message, ReplyChunk, is_context_error
 from voice_agent.sentences import SentenceSplitter
 from voice_agent.speaker import AudioOut
 from voice_agent.speech_text import for_speech
@@ -149,7 +149,7 @@ class Agent:
             nonlocal finish
             turn.mark("request_sent")
             offset = 0
-            async for chunk in self.chat.stream(self.conversation.request() + self._pending(turn)):
+            async for chunk in self._ask(turn):
                 if chunk.text:
                     turn.mark("first_token")
                     parts.append(chunk.text)
@@ -211,6 +211,22 @@ class Agent:
         if finish == "incomplete":
             self.display.note("(the reply was cut off: the connection ended early)")
         return finish
+
+    async def _ask(self, turn: Turn) -> AsyncIterator[ReplyChunk]:
+        """The model's reply; if the conversation outgrew its context, once more with the
+        older half of the history left out (the transcript keeps everything)."""
+        messages = self.conversation.request() + self._pending(turn)
+        try:
+            async for chunk in self.chat.stream(messages):
+                yield chunk
+        except LlmHttpError as exc:
+            if not is_context_error(exc):
+                raise
+            history = sum(len(m.content) for m in messages if m.role != "system")
+            self.display.note("(the conversation no longer fits the model: sending recent turns)")
+            shorter = self.conversation.request(budget_chars=history // 2) + self._pending(turn)
+            async for chunk in self.chat.stream(shorter):
+                yield chunk
 
     @staticmethod
     def _pending(turn: Turn) -> list[Message]:

@@ -12,6 +12,7 @@ import email.utils
 import json
 import logging
 import random
+import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -63,12 +64,14 @@ class Conversation:
         if self.turns and self.turns[-1].role == "user":
             self.turns.pop()
 
-    def request(self) -> list[Message]:
+    def request(self, budget_chars: int | None = None) -> list[Message]:
+        """System prompt plus the newest turns within the budget (at least the last turn)."""
+        budget = self.history_chars if budget_chars is None else budget_chars
         kept: list[Message] = []
         used = 0
         for msg in reversed(self.turns):
             used += len(msg.content)
-            if kept and used > self.history_chars:
+            if kept and used > budget:
                 break
             kept.append(msg)
         system = [Message("system", self.system_prompt)] if self.system_prompt else []
@@ -237,6 +240,18 @@ class ChatClient:
 
 
 MAX_RETRIES = 2
+_CONTEXT_ERROR = re.compile(r"context.?length|context window|too many tokens|maximum context", re.I)
+
+
+def is_context_error(error: LlmError) -> bool:
+    """A 400 that says the conversation no longer fits the model's context."""
+    return (
+        isinstance(error, LlmHttpError)
+        and error.status == 400
+        and bool(_CONTEXT_ERROR.search(str(error)))
+    )
+
+
 RETRY_STATUSES = {408, 409, 429, 500, 502, 503, 504}
 
 
