@@ -227,12 +227,17 @@ def test_speech_clips_folder_is_complete() -> None:
 
 
 def test_context_too_long_trims_the_history_and_retries_once(tmp_path: Path) -> None:
-    too_long = Raw(status=400, content_type="application/json", body=(
-        b'{"error": {"message": "This model\'s maximum context length is 8192 tokens. However, '
-        b'your messages resulted in 9000 tokens.", "code": "context_length_exceeded"}}'))  # fmt: skip
+    message = (
+        b'{"error": {"message": "This model\'s maximum context length is 8192 tokens. '
+        b'However, your messages resulted in 9000 tokens.", "code": "context_length_exceeded"}}'
+    )
+    too_long = Raw(status=400, content_type="application/json", body=message)
     with ScriptedLLM(Stream("First answer."), too_long, Stream("Second answer.")) as server:
-        run = run_cli("--llm-url", server.url, "chat", "--text", "--mute", "--transcripts-dir",
-                      str(tmp_path / "t"), stdin="First question, a long one.\nSecond?\n")  # fmt: skip
+        run = run_cli(
+            "--llm-url", server.url, "chat", "--text", "--mute",
+            "--transcripts-dir", str(tmp_path / "t"),
+            stdin="First question, a long one.\nSecond?\n",
+        )  # fmt: skip
     assert run.code == 0, run.stderr
     assert "Second answer." in run.stdout
     assert len(server.requests) == 3
