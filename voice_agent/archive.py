@@ -12,6 +12,7 @@ import statistics
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ class Entry:
         except ValueError:
             return None
 
-    @property
+    @cached_property
     def sidecar(self) -> list[dict[str, Any]]:
         path = self.path.with_suffix(".jsonl")
         if not path.is_file():

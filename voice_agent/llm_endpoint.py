@@ -16,7 +16,6 @@ from voice_agent.errors import ConfigError
 
 OPENROUTER_URL = "https://openrouter.ai/api/v1"
 OPENROUTER_MODEL = "z-ai/glm-4.7"
-OPENAI_URL = "https://api.openai.com/v1"
 
 _KEY_ENV_BY_HOST = {"openrouter.ai": "OPENROUTER_API_KEY", "api.openai.com": "OPENAI_API_KEY"}
 
