@@ -11,7 +11,8 @@ want_test=0
 [ "${1:-}" = test ] && want_test=1
 
 # Debian package names: PortAudio for sounddevice, venv/pip for Python itself.
-packages=(python3 python3-venv python3-pip libportaudio2)
+# A C++ compiler and CMake build the embedded LLM server (llama-cpp-python) from source.
+packages=(python3 python3-venv python3-pip libportaudio2 build-essential cmake)
 if [ $want_test = 1 ]; then
   # PulseAudio null sinks are the "virtual room" the end-to-end tests speak and listen in.
   packages+=(pulseaudio pulseaudio-utils libasound2-plugins)
@@ -39,13 +40,19 @@ python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' || {
   echo "setup: voice-agent needs Python 3.11 or newer; this is $(python3 --version)" >&2; exit 1; }
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
-extras=""
-[ $want_test = 1 ] && extras="[test]"
+# "local" is the embedded LLM (llama.cpp server + SmolLM2), the default when no endpoint is
+# configured. llama-cpp-python compiles from source: GGML_NATIVE=OFF makes a build that runs on
+# any CPU of this architecture, not only this one; pip caches the built wheel for next time.
+extras="[local]"
+[ $want_test = 1 ] && extras="[local,test]"
+export CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF}"
+export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}"
 # Reinstall only when the project's dependency list or the extras changed.
 stamp=".venv/.voice-agent-installed"
 want="$(sha256sum pyproject.toml | cut -d' ' -f1) $extras"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  echo "setup: installing Python packages into .venv (first time takes a few minutes)" >&2
+  echo "setup: installing Python packages into .venv (the first time builds llama.cpp:" \
+    "about 7 minutes on 2 cores)" >&2
   .venv/bin/python -m pip install --quiet --upgrade pip >&2
   .venv/bin/python -m pip install --quiet -e ".$extras" >&2
   echo "$want" > "$stamp"

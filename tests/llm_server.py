@@ -65,7 +65,7 @@ def delta(text: str, finish: str | None = None, model: str = "scripted-model") -
 
 
 class ScriptedLLM:
-    def __init__(self, *script: Step) -> None:
+    def __init__(self, *script: Step, port: int = 0) -> None:
         self.script: list[Step] = list(script) or [Stream("Hello from the scripted server.")]
         self.requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
@@ -139,7 +139,7 @@ class ScriptedLLM:
                     self.wfile.flush()
                     time.sleep(step.pause_s)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 

@@ -208,20 +208,6 @@ def test_typed_turns_with_global_flags_before_or_after_the_subcommand(tmp_path: 
     ]
 
 
-def test_no_endpoint_configured_says_how_to_choose_one(tmp_path: Path) -> None:
-    run = run_cli(
-        "chat",
-        "--text",
-        "--mute",
-        "--transcripts-dir",
-        str(tmp_path),
-        stdin="hi\n",
-        env={"XDG_CONFIG_HOME": str(tmp_path)},
-    )
-    assert run.code != 0
-    assert_one_clear_line(run.stderr, "--llm-url")
-
-
 def test_speech_clips_folder_is_complete() -> None:
     assert len(list(SPEECH.glob("*.wav"))) + len(list(SPEECH.glob("*.flac"))) >= 19
 

@@ -154,11 +154,6 @@ def test_endpoint_repr_never_shows_the_key() -> None:
     assert KEY not in repr(ep) and KEY not in str(ep.api_key)
 
 
-def test_no_endpoint_is_a_clear_instruction() -> None:
-    with pytest.raises(ConfigError, match="set OPENROUTER_API_KEY, or pass --llm-url"):
-        resolve(LlmConfig(), {})
-
-
 def test_key_is_never_sent_over_plain_http_to_another_host() -> None:
     with pytest.raises(ConfigError, match="refusing to send the API key"):
         resolve(LlmConfig(base_url="http://example.com/v1", api_key_env="K"), {"K": KEY})
@@ -172,7 +167,7 @@ def test_history_budget_drops_oldest_turns_but_keeps_the_system_prompt() -> None
     sent = conv.request()
     assert sent[0] == Message("system", "sys")
     assert [m.content for m in sent[1:]] == ["question 9", "answer 9"]
-    assert len(conv.turns) == 20
+    assert len(conv.turns) <= 4  # older turns can never be sent again: not kept in memory
 
 
 def test_429_with_retry_after_is_retried_and_the_reply_arrives() -> None:

@@ -17,6 +17,7 @@ from typing import Any
 from voice_agent import __version__
 from voice_agent.config import Config, as_dict, load, user_config_path
 from voice_agent.errors import VoiceAgentError
+from voice_agent.secret import Secret
 
 log = logging.getLogger("voice_agent")
 
@@ -256,10 +257,14 @@ def render_config(config: Config) -> str:
     for section, values in as_dict(config).items():
         lines.append(f"\n[{section}]")
         for name, value in values.items():
-            lines.append(f"{name} = {json.dumps(value, ensure_ascii=False)}")
+            if isinstance(value, Secret):
+                lines.append(f"# {name} is set (value hidden)" if value else f'{name} = ""')
+            else:
+                lines.append(f"{name} = {json.dumps(value, ensure_ascii=False)}")
         if section == "llm":
-            key_env = values["api_key_env"] or "OPENROUTER_API_KEY"
-            state = "set (value hidden)" if os.environ.get(key_env) else "not set"
-            lines.append(f"# API key: {key_env} is {state}")
+            named = values["api_key_env"]
+            for key_env in [named] if named else ["OPENROUTER_API_KEY", "OPENAI_API_KEY"]:
+                state = "set (value hidden)" if os.environ.get(key_env) else "not set"
+                lines.append(f"# API key: {key_env} is {state}")
     lines.append(f"\n# transcripts folder: {config.transcripts_dir}")
     return "\n".join(lines)

@@ -7,6 +7,7 @@ Environment variables are ``VOICE_AGENT_<SECTION>_<FIELD>``, e.g. ``VOICE_AGENT_
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import tomllib
 import typing
@@ -18,9 +19,12 @@ from typing import Any
 import platformdirs
 
 from voice_agent.errors import ConfigError
+from voice_agent.secret import NO_KEY, Secret
 
 APP_NAME = "voice-agent"
 ENV_PREFIX = "VOICE_AGENT_"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,7 @@ class LlmConfig:
     base_url: str = ""  # "" = choose automatically (see llm_endpoint.py)
     model: str = ""
     api_key_env: str = ""  # name of the environment variable holding the key; "" = by provider
+    api_key: Secret = NO_KEY  # the key itself, only in a config file no one else can read
     system_prompt: str = (
         "You are a helpful voice assistant. Your replies are spoken aloud, so answer in a few "
         "short, plain sentences without Markdown, lists, tables, code or emoji."
@@ -53,6 +58,9 @@ class LlmConfig:
     turn_timeout_s: float = 180.0
     max_retry_wait_s: float = 20.0  # a server asking to wait longer is not retried
     history_chars: int = 32000  # earlier turns sent with each request, oldest dropped first
+    max_tokens: int = 0  # longest reply in tokens; 0 = the server's own limit
+    local_model: str = "bundled"  # embedded llama.cpp: "bundled" (SmolLM2-135M) or a GGUF path
+    local_context_tokens: int = 8192  # the embedded model's context window
 
 
 @dataclass(frozen=True)
@@ -157,7 +165,10 @@ def load(
 
     path = config_file if config_file is not None else user_config_path()
     if config_file is not None or path.is_file():
-        _merge(values, _read_toml(path), source=str(path))
+        data = _read_toml(path)
+        _merge(values, data, source=str(path))
+        if "api_key" in data.get("llm", {}):
+            _warn_if_others_can_read(path)
 
     for section, cls in SECTIONS.items():
         for f in dataclasses.fields(cls):
@@ -190,6 +201,19 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
 
 
+def _warn_if_others_can_read(path: Path) -> None:
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return
+    if mode & 0o077:
+        log.warning(
+            "config file %s holds an API key and other users can read it: run chmod 600 %s",
+            path,
+            path,
+        )
+
+
 def _merge(values: dict[str, dict[str, Any]], data: dict[str, Any], source: str) -> None:
     for section, table in data.items():
         if section not in SECTIONS or not isinstance(table, dict):
@@ -206,6 +230,10 @@ def _coerce(cls: type[Any], name: str, value: Any, source: str) -> Any:
         known = ", ".join(hints)
         raise ConfigError(f"{source}: unknown setting {section}.{name} (known: {known})")
     kind = hints[name]
+    if kind is Secret:
+        if not isinstance(value, str):
+            raise ConfigError(f"{source}: {name} must be a string")
+        return Secret(value.strip())
     try:
         if kind is bool:
             if isinstance(value, str):

@@ -16,7 +16,7 @@ import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from httpx_sse import EventSource, ServerSentEvent
@@ -29,6 +29,9 @@ from voice_agent.errors import (
     LlmProtocolError,
 )
 from voice_agent.llm_endpoint import Endpoint
+
+if TYPE_CHECKING:
+    from voice_agent.local_llm import LocalServer
 
 log = logging.getLogger(__name__)
 
@@ -55,14 +58,22 @@ class Conversation:
         self.system_prompt = system_prompt
         self.history_chars = history_chars
         self.turns: list[Message] = []
+        self._chars = 0
 
     def add(self, role: str, content: str) -> None:
+        """Add a turn; turns that can never be sent again are forgotten, so an hours-long
+        session holds no more than the budget in memory (the transcript has them all)."""
         self.turns.append(Message(role, content))
+        self._chars += len(content)
+        while len(self.turns) > 1 and self._chars - len(self.turns[0].content) >= (
+            self.history_chars
+        ):
+            self._chars -= len(self.turns.pop(0).content)
 
     def drop_last_user(self) -> None:
         """Forget an unanswered question so the next request keeps roles alternating."""
         if self.turns and self.turns[-1].role == "user":
-            self.turns.pop()
+            self._chars -= len(self.turns.pop().content)
 
     def request(self, budget_chars: int | None = None) -> list[Message]:
         """System prompt plus the newest turns within the budget (at least the last turn)."""
@@ -79,9 +90,15 @@ class Conversation:
 
 
 class ChatClient:
-    def __init__(self, endpoint: Endpoint, config: LlmConfig) -> None:
+    """Talks to one endpoint. With ``server`` (the embedded model), the client owns that
+    server: it waits for it before the first request and stops it on close."""
+
+    def __init__(
+        self, endpoint: Endpoint, config: LlmConfig, server: LocalServer | None = None
+    ) -> None:
         self.endpoint = endpoint
         self.config = config
+        self.server = server
         self.model = endpoint.model
         headers = {"Accept": "text/event-stream"}
         if endpoint.api_key is not None:
@@ -96,9 +113,13 @@ class ChatClient:
 
     async def aclose(self) -> None:
         await self._http.aclose()
+        if self.server is not None:
+            await asyncio.to_thread(self.server.stop)
 
     async def ensure_model(self) -> str:
         """Pick the server's first model when none was configured (llama.cpp, Ollama)."""
+        if self.server is not None:
+            await self.server.wait_ready()
         if self.model:
             return self.model
         url = f"{self.endpoint.base_url}/models"
@@ -125,6 +146,13 @@ class ChatClient:
             "messages": [{"role": m.role, "content": m.content} for m in messages],
             "stream": True,
         }
+        if self.endpoint.max_tokens:
+            body["max_tokens"] = self.endpoint.max_tokens
+        log.debug(
+            "request: %d messages, %d characters",
+            len(messages),
+            sum(len(m.content) for m in messages),
+        )
         for attempt in range(MAX_RETRIES + 1):
             received = False
             try:
@@ -288,7 +316,7 @@ def _retry_after(headers: httpx.Headers) -> float | None:
 
 def _http_error(status: int, detail: str, base: str) -> LlmHttpError:
     hints = {
-        401: "the API key was refused: check the key in your environment",
+        401: "the API key was refused: check the key (its environment variable or llm.api_key)",
         403: "the API key may not use this model or endpoint",
         402: "the account has no credits left: top it up at the provider",
         404: "not found: check the model name and that --llm-url ends in /v1",

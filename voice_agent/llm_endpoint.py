@@ -1,7 +1,9 @@
 """Which chat endpoint to talk to, with which model and key.
 
-Resolution order when ``llm.base_url`` is empty: ``OPENROUTER_API_KEY`` set -> OpenRouter with
-z-ai/glm-4.7; otherwise a clear error that says how to choose an endpoint.
+With ``llm.base_url`` set, that endpoint. Otherwise the first that applies:
+``OPENROUTER_API_KEY`` (or a key in the config file) -> OpenRouter with z-ai/glm-4.7;
+``OPENAI_API_KEY`` -> OpenAI; else ``resolve`` returns None and the agent looks on this machine
+(an Ollama on 127.0.0.1:11434, then the embedded llama.cpp model: see local_llm.py).
 """
 
 from __future__ import annotations
@@ -13,28 +15,17 @@ from urllib.parse import urlsplit
 
 from voice_agent.config import LlmConfig
 from voice_agent.errors import ConfigError
+from voice_agent.secret import Secret
 
 OPENROUTER_URL = "https://openrouter.ai/api/v1"
 OPENROUTER_MODEL = "z-ai/glm-4.7"
 
+OPENAI_URL = "https://api.openai.com/v1"
+OPENAI_MODEL = "gpt-4o-mini"
+
 _KEY_ENV_BY_HOST = {"openrouter.ai": "OPENROUTER_API_KEY", "api.openai.com": "OPENAI_API_KEY"}
-
-
-class Secret:
-    """An API key that never shows itself in reprs, logs or tracebacks."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('***')"
-
-    __str__ = __repr__
+_PROVIDER_BY_HOST = {"openrouter.ai": "OpenRouter", "api.openai.com": "OpenAI"}
+_DEFAULT_MODEL = {"OpenRouter": OPENROUTER_MODEL, "OpenAI": OPENAI_MODEL}
 
 
 @dataclass(frozen=True)
@@ -44,37 +35,48 @@ class Endpoint:
     provider: str  # human name for the start-up line
     api_key: Secret | None = field(default=None, repr=False)
     api_key_env: str = ""
+    max_tokens: int = 0  # 0 = leave the reply length to the server
 
 
-def resolve(config: LlmConfig, env: Mapping[str, str]) -> Endpoint:
+def resolve(config: LlmConfig, env: Mapping[str, str]) -> Endpoint | None:
+    """The configured or key-selected endpoint; None when nothing points anywhere."""
     if config.base_url:
         base = config.base_url.rstrip("/")
         _check_url(base)
+        provider = _PROVIDER_BY_HOST.get(_host(base), "OpenAI-compatible server")
         key_env = config.api_key_env or _KEY_ENV_BY_HOST.get(_host(base), "")
-        provider = {"openrouter.ai": "OpenRouter", "api.openai.com": "OpenAI"}.get(
-            _host(base), "OpenAI-compatible server"
-        )
-        model = config.model or (OPENROUTER_MODEL if provider == "OpenRouter" else "")
-    elif env.get(config.api_key_env or "OPENROUTER_API_KEY"):
+    elif config.api_key_env or config.api_key:
         base, provider = OPENROUTER_URL, "OpenRouter"
         key_env = config.api_key_env or "OPENROUTER_API_KEY"
-        model = config.model or OPENROUTER_MODEL
+    elif env.get("OPENROUTER_API_KEY", "").strip():
+        base, provider, key_env = OPENROUTER_URL, "OpenRouter", "OPENROUTER_API_KEY"
+    elif env.get("OPENAI_API_KEY", "").strip():
+        base, provider, key_env = OPENAI_URL, "OpenAI", "OPENAI_API_KEY"
     else:
-        raise ConfigError(
-            "no LLM endpoint configured: set OPENROUTER_API_KEY, or pass --llm-url "
-            "(e.g. http://127.0.0.1:11434/v1 for Ollama, http://127.0.0.1:8080/v1 for llama.cpp)"
-        )
-    key = env.get(key_env, "") if key_env else ""
-    if config.api_key_env and not key:
-        raise ConfigError(
-            f"llm.api_key_env names {config.api_key_env}, but that environment variable is empty"
-        )
+        return None
+    model = config.model or _DEFAULT_MODEL.get(provider, "")
+    key, source = _key(config, env, key_env)
     if key and urlsplit(base).scheme == "http" and not is_loopback(_host(base)):
         raise ConfigError(
-            f"refusing to send the API key from {key_env} over plain http to {_host(base)}: "
+            f"refusing to send the API key from {source} over plain http to {_host(base)}: "
             "use https, or a loopback address for a local server"
         )
-    return Endpoint(base, model, provider, Secret(key) if key else None, key_env)
+    return Endpoint(base, model, provider, Secret(key) if key else None, key_env, config.max_tokens)
+
+
+def _key(config: LlmConfig, env: Mapping[str, str], key_env: str) -> tuple[str, str]:
+    """The key and where it came from. A variable named in the config must hold one."""
+    if config.api_key_env:
+        key = env.get(config.api_key_env, "").strip()
+        if not key:
+            raise ConfigError(
+                f"llm.api_key_env names {config.api_key_env}, "
+                "but that environment variable is empty"
+            )
+        return key, config.api_key_env
+    if config.api_key:
+        return config.api_key.reveal(), "llm.api_key"
+    return (env.get(key_env, "").strip(), key_env) if key_env else ("", "")
 
 
 def is_loopback(host: str) -> bool:

@@ -23,6 +23,7 @@ from voice_agent.display import Display
 from voice_agent.errors import AudioFileError, VoiceAgentError
 from voice_agent.llm import ChatClient, Conversation
 from voice_agent.llm_endpoint import resolve
+from voice_agent.local_llm import local_endpoint
 from voice_agent.speaker import AudioBuffer, AudioOut, Speaker
 from voice_agent.stt import WhisperStt
 from voice_agent.transcript import TranscriptWriter
@@ -49,7 +50,10 @@ async def build_agent(
     """
     launched = time.perf_counter()
     endpoint = resolve(config.llm, os.environ)
-    chat = ChatClient(endpoint, config.llm)
+    server = None
+    if endpoint is None:
+        endpoint, server = await local_endpoint(config.llm)
+    chat = ChatClient(endpoint, config.llm, server)
     try:
         (stt, tts), model = await asyncio.gather(
             asyncio.to_thread(_load_models, config, needs), chat.ensure_model()
@@ -67,13 +71,19 @@ async def build_agent(
     writer = TranscriptWriter(
         config.transcripts_dir, model, datetime.now(), resume.id if resume else ""
     )
-    conversation = Conversation(config.llm.system_prompt, config.llm.history_chars)
+    history_chars = config.llm.history_chars
+    if server is not None:
+        # About 4 characters a token in English: half the window for history leaves the
+        # other half for the system prompt and the reply.
+        history_chars = min(history_chars, 2 * config.llm.local_context_tokens)
+    conversation = Conversation(config.llm.system_prompt, history_chars)
     if resume is not None:
         for turn in resume.transcript.turns:
             conversation.add("user" if turn.role == "USER" else "assistant", turn.text)
         display.note(f"(continuing {resume.id}: {len(resume.transcript.turns)} earlier turns)")
     agent = Agent(chat, conversation, writer, display, config.reply, stt, tts, out)
     agent.keep_audio = config.transcripts.save_audio
+    agent.speak_notices = needs.speaker
     return agent
 
 
