@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from voice_agent.audio import Audio, concat, write_private_flac
 from voice_agent.config import ReplyConfig
 from voice_agent.display import Display
-from voice_agent.errors import LlmError, LlmHttpError, VoiceAgentError
+from voice_agent.errors import LlmError, LlmHttpError, VoiceAgentError, spoken
 from voice_agent.llm import ChatClient, Conversation, Message, ReplyChunk, is_context_error
 from voice_agent.sentences import SentenceSplitter
 from voice_agent.speaker import AudioOut
@@ -79,6 +79,7 @@ class Agent:
         self.out = out
         self.turns = 0
         self.failures = 0
+        self.speak_notices = False  # say errors aloud (a live speaker, not a reply file)
         self.keep_audio = False  # transcripts.save_audio: FLAC of each utterance and reply
 
     @property
@@ -125,14 +126,37 @@ class Agent:
                 self._finish(turn, self._spoken_part("".join(parts), pieces), "interrupted")
             raise
         except VoiceAgentError as exc:
-            self.commit(turn)
             self.failures += 1
-            self.conversation.drop_last_user()
             self.display.error(str(exc))
             turn.extra["error"] = str(exc)
+            received = "".join(parts)
+            self.commit(turn)
+            if received.strip():
+                # The reply broke off after part of it arrived, was shown and maybe spoken:
+                # the transcript keeps what the user got, the sidecar says it ended in error.
+                if self.out is not None:
+                    await self.out.drained()
+                return self._finish(turn, received, "error")
+            self.conversation.drop_last_user()
             self._record(turn)
+            await self._say(spoken(exc))
             return None
         return self._finish(turn, "".join(parts), finish)
+
+    async def _say(self, text: str) -> None:
+        """A notice in the agent's voice, e.g. why there is no answer. Not a turn: the
+        transcript holds the printed line in the sidecar instead."""
+        if not self.speak_notices or self.tts is None or self.out is None:
+            return
+        tts = self.tts
+        audio = await asyncio.to_thread(_one_model_at_a_time, tts.synthesize, text)
+        self.out.reset()
+        self.out.enqueue(audio, 0)
+        try:
+            await self.out.drained()
+        except asyncio.CancelledError:
+            self.out.stop()
+            raise
 
     async def _stream(
         self,

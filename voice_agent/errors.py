@@ -55,3 +55,31 @@ class LlmHttpError(LlmError):
 
 class LlmProtocolError(LlmError):
     pass
+
+
+_SPOKEN_BY_STATUS = {
+    401: "the language model refused the API key",
+    403: "the language model refused the API key",
+    402: "the language model account has no credits left",
+    404: "the language model or its address was not found",
+    429: "the language model is busy with too many requests",
+}
+
+
+def spoken(exc: VoiceAgentError) -> str:
+    """A short sentence to say aloud; the printed line has the details (URLs, codes)."""
+    if isinstance(exc, LlmHttpError):
+        what = _SPOKEN_BY_STATUS.get(exc.status)
+        if what is None:
+            what = (
+                "the language model's server failed"
+                if exc.status >= 500
+                else ("the language model could not take that request")
+            )
+    elif isinstance(exc, LlmConnectionError):
+        what = "I cannot reach the language model"
+    elif isinstance(exc, LlmError):
+        what = "the language model's answer broke off"
+    else:
+        what = "something went wrong"
+    return f"Sorry, {what}. The details are on the screen."
