@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import clip, clips, normalise, run_cli, transcript_files, wer
-from llm_server import ScriptedLLM, Stream
+from llm_server import Raw, ScriptedLLM, Stream
 from room import (
     AgentProcess,
     Headset,
@@ -137,6 +137,30 @@ def test_reply_is_heard_in_the_room(tmp_path: Path, sinks: list[Sink]) -> None:
             agent.kill()
     text = WhisperStt(SttConfig()).transcribe(Audio(heard, SPEECH_RATE_HZ)).text
     assert wer([reply], [text]) <= 0.15, text
+
+
+def test_an_llm_error_is_said_aloud_and_the_session_goes_on(
+    tmp_path: Path, sinks: list[Sink]
+) -> None:
+    user, speaker = sink(sinks, "user"), sink(sinks, "agent")
+    refused = Raw(status=401, body=b'{"error": {"message": "no"}}', content_type="application/json")
+    with ScriptedLLM(refused, Stream("Now it works.")) as server:
+        agent = start_agent(server, tmp_path, user, speaker)
+        try:
+            rec = Recorder(speaker)
+            play(user, as_wav(clip("arctic_a0024.wav").path, tmp_path))
+            wait_until(lambda: len(sidecar(tmp_path)) >= 1, 30, "the failed turn")
+            time.sleep(6.0)  # the spoken notice
+            heard = rec.stop()
+            play(user, as_wav(clip("2830-3980-0043.wav").path, tmp_path))
+            wait_until(lambda: len(sidecar(tmp_path)) >= 2, 30, "the next turn")
+            assert agent.interrupt() == 0
+        finally:
+            agent.kill()
+    text = normalise(WhisperStt(SttConfig()).transcribe(Audio(heard, SPEECH_RATE_HZ)).text)
+    assert "refused the api key" in text, text
+    [md] = transcript_files(tmp_path / "t")
+    assert [t.role for t in read(md).turns] == ["USER", "USER", "ASSISTANT"]
 
 
 def test_agent_hears_its_own_reply_and_never_answers_it(tmp_path: Path, sinks: list[Sink]) -> None:
