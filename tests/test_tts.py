@@ -6,11 +6,13 @@ from pathlib import Path
 
 import pytest
 from conftest import wer
+from hypothesis import given
+from hypothesis import strategies as st
 
 from voice_agent.config import SttConfig, TtsConfig
 from voice_agent.errors import ModelError
 from voice_agent.stt import WhisperStt
-from voice_agent.tts import PiperTts, resolve_voice
+from voice_agent.tts import PiperTts, clauses, resolve_voice
 
 pytestmark = pytest.mark.slow
 
@@ -39,3 +41,22 @@ def test_missing_voice_is_a_clear_error(tmp_path: Path) -> None:
     lone.write_bytes(b"x")
     with pytest.raises(ModelError, match=r"no voice.onnx.json beside it"):
         resolve_voice(str(lone))
+
+
+@given(st.lists(st.text(alphabet="abcdefghij,;:.'", min_size=1, max_size=14), max_size=40))
+def test_long_sentences_are_voiced_in_pieces_that_keep_every_word(words: list[str]) -> None:
+    text = " ".join(words)
+    pieces = clauses(text, limit=60)
+    assert " ".join(pieces).split() == text.split()  # nothing lost, nothing reordered
+    assert all(len(p) <= 60 or " " not in p for p in pieces)  # only one long word may exceed
+
+
+def test_a_long_sentence_in_pieces_is_still_understood() -> None:
+    sentence = (
+        "Most people find that a few minutes of practice each day is enough to notice a "
+        "difference within a week."
+    )
+    assert len(clauses(sentence)) > 1
+    audio = PiperTts(TtsConfig()).synthesize(sentence)
+    heard = WhisperStt(SttConfig()).transcribe(audio).text
+    assert wer([sentence], [heard]) <= 0.1, heard
