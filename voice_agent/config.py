@@ -35,7 +35,7 @@ class SttConfig:
     language: str = "en"
     compute_type: str = "int8"
     beam_size: int = 1
-    cpu_threads: int = 0  # 0 = let CTranslate2 choose
+    cpu_threads: int = 0  # 0 = one per core, at most 4
     window_s: float = 15.0  # shorter audio is padded to this, not Whisper's 30 s (speed)
     no_speech_threshold: float = 0.6  # segments above this no-speech probability...
     log_prob_threshold: float = -1.0  # ...and below this mean log-probability are dropped
@@ -107,6 +107,7 @@ class ReplyConfig:
 
     streaming: bool = True  # speak sentence by sentence while the model is still writing
     early_transcription: bool = True  # transcribe during the end-of-speech silence
+    speculative: bool = True  # ask the model before the silence ends; speak only once it has
     first_fragment_chars: int = 20  # the first fragment may end at a comma once this long
     end_phrases: str = "goodbye"  # comma-separated phrases that end the session when said
 
