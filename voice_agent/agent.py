@@ -91,8 +91,9 @@ class Agent:
         }
 
     def new_turn(self, source: str) -> Turn:
-        self.turns += 1
-        return Turn(self.turns, source)
+        """A turn in progress; it is numbered when committed, so turns dropped before (a
+        speculative reply the user talked over) leave no gaps."""
+        return Turn(0, source)
 
     async def transcribe(self, audio: Audio) -> Transcription:
         assert self.stt is not None, "audio turns need a speech recogniser"
@@ -102,6 +103,8 @@ class Agent:
         """Put the user's words in the transcript (once) and in the model's history."""
         if not turn.committed:
             turn.committed = True
+            self.turns += 1
+            turn.number = self.turns
             self.writer.append("USER", turn.text)
             self.conversation.add("user", turn.text)
 
@@ -126,6 +129,8 @@ class Agent:
                 self._finish(turn, self._spoken_part("".join(parts), pieces), "interrupted")
             raise
         except VoiceAgentError as exc:
+            if gate is not None:
+                await gate.wait()  # a reply asked for early fails no sooner than it would speak
             self.failures += 1
             self.display.error(str(exc))
             turn.extra["error"] = str(exc)
@@ -168,6 +173,17 @@ class Agent:
         queue: asyncio.Queue[tuple[str, int] | None] = asyncio.Queue()
         splitter = SentenceSplitter(self.config.first_fragment_chars)
         finish = "incomplete"
+        held: list[str] = []  # reply text not shown yet: the user may not have finished
+
+        def show(text: str) -> None:
+            if gate is not None and not gate.is_set():
+                held.append(text)
+                return
+            if held:
+                self.display.reply_text("".join(held))
+                held.clear()
+            if text:
+                self.display.reply_text(text)
 
         async def produce() -> None:
             nonlocal finish
@@ -177,18 +193,21 @@ class Agent:
                 if chunk.text:
                     turn.mark("first_token")
                     parts.append(chunk.text)
-                    self.display.reply_text(chunk.text)
+                    show(chunk.text)
                     if self.config.streaming:
                         for piece in splitter.feed(chunk.text):
                             offset = await self._queue_piece(queue, parts, piece, offset, turn)
                 if chunk.finish_reason is not None:
                     finish = chunk.finish_reason
-            self.display.reply_end()
             turn.mark("reply_done")
             rest = splitter.flush() if self.config.streaming else ["".join(parts)]
             for piece in rest:
                 offset = await self._queue_piece(queue, parts, piece, offset, turn)
             await queue.put(None)
+            if held and gate is not None:
+                await gate.wait()
+                show("")
+            self.display.reply_end()
 
         async def speak() -> None:
             while (item := await queue.get()) is not None:

@@ -78,6 +78,7 @@ class LiveSession:
         self._reply: asyncio.Task[object] | None = None
         self._reply_turn: Turn | None = None
         self._early: _Early | None = None
+        self._speculation: int | None = None  # generation whose reply started before its end
         self._tasks: set[asyncio.Task[None]] = set()
         self._deaf = False
         self._undecided = 0  # utterances heard but not yet turned into a turn (or dropped)
@@ -136,6 +137,7 @@ class LiveSession:
                 self._start_early(event)
             elif isinstance(event, Resumed):
                 self._cancel_early()
+                self._cancel_speculation()
             elif isinstance(event, Utterance):
                 ended = time.time() - self.config.vad.hangover_ms / 1000 - self.mic.latency_s
                 self._undecided += 1
@@ -156,11 +158,48 @@ class LiveSession:
         extra = self.config.vad.unfinished_extra_ms
 
         def check(done: asyncio.Task[Transcription]) -> None:
-            finished = not done.cancelled() and done.exception() is None
-            if extra and finished and sounds_unfinished(done.result().text):
+            if done.cancelled() or done.exception() is not None:
+                return
+            heard = done.result()
+            if extra and sounds_unfinished(heard.text):
                 self.endpointer.extend_hangover(event.generation, extra)
+            elif heard.text and self._may_speculate(event.generation, heard.text):
+                self._speculate(event, heard)
 
         task.add_done_callback(check)
+
+    def _may_speculate(self, generation: int, text: str) -> bool:
+        """Ask the model before the hangover ends only for a plain next turn: the utterance
+        is still the pending one, no earlier reply waits to be merged, and it is no goodbye."""
+        waiting = self._reply_turn is not None and not self._reply_turn.committed
+        return (
+            self.config.reply.speculative
+            and self._early is not None
+            and self._early.generation == generation
+            and not waiting
+            and not self._is_end_phrase(text)
+        )
+
+    def _speculate(self, event: Paused, heard: Transcription) -> None:
+        """Send the request now; the reply is held (not shown, not played) until the
+        hangover completes, and cancelled if the user goes on speaking."""
+        assert self._early is not None
+        turn = self.agent.new_turn("microphone")
+        turn.text = heard.text
+        turn.audio = event.audio
+        turn.mark("stt_start", self._early.started)
+        turn.mark("stt_done")
+        turn.extra["early_transcription"] = True
+        turn.extra["speculative"] = True
+        log.debug("speculative request for generation %d", event.generation)
+        self._speculation = event.generation
+        self._reply_turn = turn
+        self._reply = asyncio.create_task(self._respond(turn))
+
+    def _cancel_speculation(self) -> None:
+        if self._speculation is not None:
+            self._speculation = None
+            self._interrupt("merge")  # nothing was shown, played or written: just drop it
 
     async def _hear(self, audio: Audio) -> Transcription:
         """Silero's second opinion, then the words; no words when Silero hears no speech."""
@@ -192,6 +231,9 @@ class LiveSession:
         async with self._turn_lock:
             early = self._early if self._early and self._early.generation == u.generation else None
             self._early = None
+            if self._speculation == u.generation and self._reply_turn is not None:
+                self._adopt(self._reply_turn, u, speech_end)
+                return
             if early is not None:
                 stt_start = early.started
                 heard = await early.task
@@ -227,6 +269,15 @@ class LiveSession:
             self.display.status("thinking")
             self._reply_turn = turn
             self._reply = asyncio.create_task(self._respond(turn))
+
+    def _adopt(self, turn: Turn, u: Utterance, speech_end: float) -> None:
+        """The hangover completed: the speculative reply is this turn's reply."""
+        self._speculation = None
+        turn.audio = u.audio
+        turn.extra["audio_seconds"] = round(u.audio.seconds, 3)
+        turn.mark("speech_end", speech_end)
+        self.display.user(turn.text)
+        self.display.status("thinking")
 
     async def _respond(self, turn: Turn) -> None:
         await self.agent.respond(turn, self.gate)
