@@ -30,7 +30,7 @@ from room import (
 )
 from test_vad import first_voiced_sample
 
-from voice_agent.audio import SPEECH_RATE_HZ, Audio, from_float, read_file
+from voice_agent.audio import SPEECH_RATE_HZ, Audio, concat, from_float, read_file, silence
 from voice_agent.config import SttConfig, TtsConfig
 from voice_agent.stt import WhisperStt
 from voice_agent.transcript import read
@@ -161,6 +161,38 @@ def test_an_llm_error_is_said_aloud_and_the_session_goes_on(
     assert "refused the api key" in text, text
     [md] = transcript_files(tmp_path / "t")
     assert [t.role for t in read(md).turns] == ["USER", "USER", "ASSISTANT"]
+
+
+@pytest.mark.parametrize("pause_s", [0.5, 1.2])
+def test_a_pause_mid_thought_gives_one_turn_with_all_the_words(
+    tmp_path: Path, sinks: list[Sink], pause_s: float
+) -> None:
+    """0.5 s: within the hangover, after the early transcript may have asked the model
+    (that request is dropped). 1.2 s: past the hangover, before the reply starts (the two
+    utterances are merged). Either way: one turn, every word, one answer."""
+    first, second = clip("arctic_a0024.wav"), clip("2830-3980-0043.wav")
+    spoken = concat(
+        [read_file(first.path), silence(pause_s), read_file(second.path)], SPEECH_RATE_HZ
+    )
+    user, speaker = sink(sinks, "user"), sink(sinks, "agent")
+    slow = Stream("Understood, both parts.", first_token_delay_s=1.0)
+    with ScriptedLLM(slow) as server:
+        agent = start_agent(server, tmp_path, user, speaker)
+        try:
+            play_samples(user, spoken, tmp_path)
+            wait_until(lambda: len(sidecar(tmp_path)) >= 1, 30, "the reply")
+            time.sleep(2.0)  # room for a wrong second turn
+            assert agent.interrupt() == 0
+        finally:
+            agent.kill()
+        last = normalise(server.user_messages()[-1])
+    turns = read(transcript_files(tmp_path / "t")[0]).turns
+    assert [t.role for t in turns] == ["USER", "ASSISTANT"]
+    for reference in (first.transcript, second.transcript):
+        words = normalise(reference).split()
+        heard = sum(w in last.split() for w in words) / len(words)
+        assert heard >= 0.8, (reference, last)
+    assert normalise(turns[0].text) == last
 
 
 def test_agent_hears_its_own_reply_and_never_answers_it(tmp_path: Path, sinks: list[Sink]) -> None:
