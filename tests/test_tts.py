@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+import numpy.typing as npt
 import pytest
 from conftest import wer
 from hypothesis import given
 from hypothesis import strategies as st
 
+from voice_agent.audio import from_float
 from voice_agent.config import SttConfig, TtsConfig
 from voice_agent.errors import ModelError
 from voice_agent.stt import WhisperStt
@@ -57,6 +60,22 @@ def test_a_long_sentence_in_pieces_is_still_understood() -> None:
         "difference within a week."
     )
     assert len(clauses(sentence)) > 1
-    audio = PiperTts(TtsConfig()).synthesize(sentence)
+    tts = PiperTts(TtsConfig())
+    audio = tts.synthesize(sentence)
     heard = WhisperStt(SttConfig()).transcribe(audio).text
     assert wer([sentence], [heard]) <= 0.1, heard
+    # and it flows: no pause at the splits longer than Piper makes inside the whole sentence
+    whole = from_float(np.concatenate(
+        [c.audio_float_array for c in tts._voice.synthesize(sentence, syn_config=tts._syn)]
+    ))  # fmt: skip
+    assert longest_pause_s(audio.samples, tts.rate_hz) <= (
+        longest_pause_s(whole, tts.rate_hz) + 0.08
+    )
+
+
+def longest_pause_s(samples: npt.NDArray[np.int16], rate_hz: int) -> float:
+    """Longest run of quiet 10 ms frames between the first and the last loud one."""
+    frame = rate_hz // 100
+    frames = samples[: len(samples) // frame * frame].astype(np.float64).reshape(-1, frame)
+    loud = np.flatnonzero(np.sqrt((frames**2).mean(axis=1)) > 300)
+    return float(np.diff(loud).max() - 1) / 100 if loud.size > 1 else 0.0

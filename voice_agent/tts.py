@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
+import numpy.typing as npt
 
 from voice_agent.audio import Audio, concat, from_float
 from voice_agent.config import TtsConfig
@@ -19,6 +20,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 MAX_CHUNK_CHARS = 60
+SPLIT_PAUSE_S = 0.06  # silence kept where a long sentence was split between words
+SILENT_LEVEL = 300  # int16 amplitude below which Piper's output is silence (about -40 dBFS)
 
 
 class TextToSpeech(Protocol):
@@ -71,11 +74,14 @@ class PiperTts:
     def synthesize(self, text: str) -> Audio:
         if not text.strip():
             return Audio(np.zeros(0, dtype=np.int16), self.rate_hz)
-        chunks = [
-            Audio(from_float(chunk.audio_float_array), chunk.sample_rate)
-            for clause in clauses(text)
-            for chunk in self._voice.synthesize(clause, syn_config=self._syn)
-        ]
+        chunks: list[Audio] = []
+        for clause in clauses(text):
+            for chunk in self._voice.synthesize(clause, syn_config=self._syn):
+                samples = from_float(chunk.audio_float_array)
+                if clause.rstrip()[-1:] not in ".!?,;:\"')":
+                    # split mid-sentence for memory: no pause a speaker would not make
+                    samples = _trim_tail(samples, round(SPLIT_PAUSE_S * chunk.sample_rate))
+                chunks.append(Audio(samples, chunk.sample_rate))
         return concat(chunks, self.rate_hz)
 
 
@@ -123,6 +129,13 @@ def _halves(text: str, limit: int) -> list[str]:
     best = min(range(len(starts)), key=cost)
     head, tail = " ".join(words[: best + 1]), " ".join(words[best + 1 :])
     return _halves(head, limit) + _halves(tail, limit)
+
+
+def _trim_tail(samples: npt.NDArray[np.int16], keep: int) -> npt.NDArray[np.int16]:
+    """Cut trailing silence (Piper ends every piece with 0.15-0.25 s of it) down to ``keep``."""
+    loud = np.flatnonzero(np.abs(samples.astype(np.int32)) > SILENT_LEVEL)
+    end = int(loud[-1]) + 1 if loud.size else 0
+    return samples[: min(len(samples), end + keep)]
 
 
 def _load(path: Path) -> PiperVoice:
