@@ -70,6 +70,7 @@ class ScriptedLLM:
         self.requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
         self.models = ["scripted-model"]
+        self.ports: list[tuple[str, int]] = []  # (method, client port): which connection
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -77,6 +78,12 @@ class ScriptedLLM:
 
             def log_message(self, *args: Any) -> None:
                 pass
+
+            def do_HEAD(self) -> None:
+                outer.ports.append(("HEAD", self.client_address[1]))
+                self.send_response(404)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
 
             def do_GET(self) -> None:
                 if self.path.rstrip("/").endswith("/models"):
@@ -91,6 +98,7 @@ class ScriptedLLM:
                 if not self.path.rstrip("/").endswith("/chat/completions"):
                     self._send(404, "text/plain", b"404 page not found")
                     return
+                outer.ports.append(("POST", self.client_address[1]))
                 outer.requests.append(json.loads(raw))
                 outer.headers.append(dict(self.headers))
                 step = outer._next()

@@ -230,3 +230,26 @@ def test_nothing_is_retried_once_part_of_the_reply_has_arrived() -> None:
             asyncio.run(go())
         assert len(server.requests) == 1
     assert text_of(got) == "Half of it"
+
+
+def test_the_connection_opened_when_the_user_starts_speaking_is_the_one_the_request_uses() -> None:
+    """A pause longer than httpx's 5 s default keep-alive must not cost a new connection
+    (over TLS to a provider, a new handshake delays the reply by 0.1-0.3 s)."""
+    with ScriptedLLM(Stream("Hi.")) as server:
+        config = LlmConfig(base_url=server.url, model="m")
+        endpoint = resolve(config, {})
+        assert endpoint is not None
+
+        async def go() -> None:
+            client = ChatClient(endpoint, config)
+            try:
+                await client.warm()  # the user starts speaking...
+                await asyncio.sleep(6.0)  # ...and talks for a while
+                assert text_of([c async for c in client.stream([Message("user", "hi")])])
+            finally:
+                await client.aclose()
+
+        asyncio.run(go())
+    [(head, warm_port), (post, request_port)] = server.ports
+    assert (head, post) == ("HEAD", "POST")
+    assert request_port == warm_port

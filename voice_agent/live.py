@@ -131,6 +131,7 @@ class LiveSession:
                     time.monotonic() - frame.captured_at,
                 )
                 self.display.status("hearing")
+                self._spawn(self.agent.chat.warm())  # the request will follow in seconds
                 if self.barge_in and self.speaker.playing:
                     self._interrupt("barge-in")
             elif isinstance(event, Paused) and self.config.reply.early_transcription:

@@ -109,12 +109,30 @@ class ChatClient:
             headers=headers,
             timeout=httpx.Timeout(config.chunk_timeout_s, connect=config.connect_timeout_s),
             follow_redirects=False,
+            # httpx drops an idle connection after 5 s; people pause longer than that
+            # between turns, and a new TLS handshake costs the next reply 0.1-0.3 s
+            limits=httpx.Limits(keepalive_expiry=KEEPALIVE_S),
         )
+        self._last_contact = 0.0  # time.monotonic() of the last exchange with the server
 
     async def aclose(self) -> None:
         await self._http.aclose()
         if self.server is not None:
             await asyncio.to_thread(self.server.stop)
+
+    async def warm(self) -> None:
+        """Open, or check, the connection before a request needs it (called when the user
+        starts speaking). A HEAD of the API root is cheap for any provider; its status does
+        not matter, and a failure is left for the real request to report."""
+        if time.monotonic() - self._last_contact < WARM_AFTER_S:
+            return
+        self._last_contact = time.monotonic()
+        try:
+            await self._http.head(
+                self.endpoint.base_url + "/", timeout=self.config.connect_timeout_s
+            )
+        except httpx.HTTPError as exc:
+            log.debug("warming the connection failed: %s", type(exc).__name__)
 
     async def ensure_model(self) -> str:
         """Pick the server's first model when none was configured (llama.cpp, Ollama)."""
@@ -179,6 +197,7 @@ class ChatClient:
         base = self.endpoint.base_url
         started = time.monotonic()
         try:
+            self._last_contact = time.monotonic()
             async with self._http.stream("POST", url, json=body) as resp:
                 await self._check_response(resp, url)
                 async for chunk in self._chunks(resp, started):
@@ -268,6 +287,8 @@ class ChatClient:
 
 
 MAX_RETRIES = 2
+KEEPALIVE_S = 120.0  # idle connections kept this long (servers may close them sooner)
+WARM_AFTER_S = 15.0  # a connection idle longer than this is checked when the user speaks
 _CONTEXT_ERROR = re.compile(r"context.?length|context window|too many tokens|maximum context", re.I)
 
 

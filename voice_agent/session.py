@@ -55,8 +55,8 @@ async def build_agent(
         endpoint, server = await local_endpoint(config.llm)
     chat = ChatClient(endpoint, config.llm, server)
     try:
-        (stt, tts), model = await asyncio.gather(
-            asyncio.to_thread(_load_models, config, needs), chat.ensure_model()
+        (stt, tts), model, _ = await asyncio.gather(
+            asyncio.to_thread(_load_models, config, needs), chat.ensure_model(), chat.warm()
         )
     except BaseException:
         await chat.aclose()
