@@ -55,8 +55,9 @@ async def build_agent(
         endpoint, server = await local_endpoint(config.llm)
     chat = ChatClient(endpoint, config.llm, server)
     try:
+        llm_ready = chat.prime(config.llm.system_prompt) if server else chat.warm()
         (stt, tts), model, _ = await asyncio.gather(
-            asyncio.to_thread(_load_models, config, needs), chat.ensure_model(), chat.warm()
+            asyncio.to_thread(_load_models, config, needs), chat.ensure_model(), llm_ready
         )
     except BaseException:
         await chat.aclose()
