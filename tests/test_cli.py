@@ -126,25 +126,13 @@ def test_missing_audio_file_is_one_line(tmp_path: Path) -> None:
     assert_one_clear_line(run.stderr, "does not exist")
 
 
-def test_missing_model_path_is_one_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("flag", "name"), [("--stt-model", "no-such-model"),
+                                           ("--voice", "no-voice.onnx")])  # fmt: skip
+def test_missing_model_path_is_one_line(tmp_path: Path, flag: str, name: str) -> None:
     with ScriptedLLM() as server:
-        run = chat(
-            server,
-            tmp_path,
-            clip("cards_001.wav").path,
-            extra=("--stt-model", str(tmp_path / "no-such-model")),
-        )
+        run = chat(server, tmp_path, clip("cards_001.wav").path, extra=(flag, str(tmp_path / name)))
     assert run.code != 0
-    assert_one_clear_line(run.stderr, "no-such-model does not exist")
-    with ScriptedLLM() as server:
-        run = chat(
-            server,
-            tmp_path,
-            clip("cards_001.wav").path,
-            extra=("--voice", str(tmp_path / "no-voice.onnx")),
-        )
-    assert run.code != 0
-    assert_one_clear_line(run.stderr, "no-voice.onnx does not exist")
+    assert_one_clear_line(run.stderr, f"{name} does not exist")
 
 
 def test_unreachable_llm_is_one_line_and_the_user_turn_is_kept(tmp_path: Path) -> None:

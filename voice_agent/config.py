@@ -107,7 +107,7 @@ class ReplyConfig:
 
     streaming: bool = True  # speak sentence by sentence while the model is still writing
     early_transcription: bool = True  # transcribe during the end-of-speech silence
-    speculative: bool = True  # ask the model before the silence ends; speak only once it has
+    speculative_lead_ms: int = 250  # ask the model this long before the silence ends; 0 = off
     first_fragment_chars: int = 20  # the first fragment may end at a comma once this long
     end_phrases: str = "goodbye"  # comma-separated phrases that end the session when said
 

@@ -79,6 +79,9 @@ class LiveSession:
         self._reply_turn: Turn | None = None
         self._early: _Early | None = None
         self._speculation: int | None = None  # generation whose reply started before its end
+        vad = config.vad
+        ask_at_ms = max(vad.hangover_ms - config.reply.speculative_lead_ms, vad.early_stt_ms)
+        self._speculate_after_s = (ask_at_ms - vad.early_stt_ms) / 1000  # after the early STT
         self._tasks: set[asyncio.Task[None]] = set()
         self._deaf = False
         self._undecided = 0  # utterances heard but not yet turned into a turn (or dropped)
@@ -155,7 +158,8 @@ class LiveSession:
     def _start_early(self, event: Paused) -> None:
         self._cancel_early()
         task = asyncio.create_task(self._hear(event.audio))
-        self._early = _Early(event.generation, time.time(), task)
+        started = time.time()
+        self._early = _Early(event.generation, started, task)
         extra = self.config.vad.unfinished_extra_ms
 
         def check(done: asyncio.Task[Transcription]) -> None:
@@ -165,16 +169,25 @@ class LiveSession:
             if extra and sounds_unfinished(heard.text):
                 self.endpointer.extend_hangover(event.generation, extra)
             elif heard.text and self._may_speculate(event.generation, heard.text):
-                self._speculate(event, heard)
+                # not before the silence has lasted hangover - lead: a pause shorter than
+                # that is usually mid-thought, and a request sent then is only cancelled
+                due = started + self._speculate_after_s
+                asyncio.get_running_loop().call_later(
+                    max(0.0, due - time.time()), self._speculate_if_still, event, heard
+                )
 
         task.add_done_callback(check)
+
+    def _speculate_if_still(self, event: Paused, heard: Transcription) -> None:
+        if self._may_speculate(event.generation, heard.text):
+            self._speculate(event, heard)
 
     def _may_speculate(self, generation: int, text: str) -> bool:
         """Ask the model before the hangover ends only for a plain next turn: the utterance
         is still the pending one, no earlier reply waits to be merged, and it is no goodbye."""
         waiting = self._reply_turn is not None and not self._reply_turn.committed
         return (
-            self.config.reply.speculative
+            self.config.reply.speculative_lead_ms > 0
             and self._early is not None
             and self._early.generation == generation
             and not waiting
