@@ -166,6 +166,7 @@ class LiveSession:
             if done.cancelled() or done.exception() is not None:
                 return
             heard = done.result()
+            heard_at = time.time()
             if extra and sounds_unfinished(heard.text):
                 self.endpointer.extend_hangover(event.generation, extra)
             elif heard.text and self._may_speculate(event.generation, heard.text):
@@ -173,14 +174,14 @@ class LiveSession:
                 # that is usually mid-thought, and a request sent then is only cancelled
                 due = started + self._speculate_after_s
                 asyncio.get_running_loop().call_later(
-                    max(0.0, due - time.time()), self._speculate_if_still, event, heard
+                    max(0.0, due - heard_at), self._speculate_if_still, event, heard, heard_at
                 )
 
         task.add_done_callback(check)
 
-    def _speculate_if_still(self, event: Paused, heard: Transcription) -> None:
+    def _speculate_if_still(self, event: Paused, heard: Transcription, heard_at: float) -> None:
         if self._may_speculate(event.generation, heard.text):
-            self._speculate(event, heard)
+            self._speculate(event, heard, heard_at)
 
     def _may_speculate(self, generation: int, text: str) -> bool:
         """Ask the model before the hangover ends only for a plain next turn: the utterance
@@ -194,7 +195,7 @@ class LiveSession:
             and not self._is_end_phrase(text)
         )
 
-    def _speculate(self, event: Paused, heard: Transcription) -> None:
+    def _speculate(self, event: Paused, heard: Transcription, heard_at: float) -> None:
         """Send the request now; the reply is held (not shown, not played) until the
         hangover completes, and cancelled if the user goes on speaking."""
         assert self._early is not None
@@ -202,7 +203,7 @@ class LiveSession:
         turn.text = heard.text
         turn.audio = event.audio
         turn.mark("stt_start", self._early.started)
-        turn.mark("stt_done")
+        turn.mark("stt_done", heard_at)
         turn.extra["early_transcription"] = True
         turn.extra["speculative"] = True
         log.debug("speculative request for generation %d", event.generation)
