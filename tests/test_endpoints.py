@@ -176,3 +176,35 @@ def _llama_servers() -> set[int]:
         if b"llama_cpp.server" in cmdline and proc.name.isdigit():
             found.add(int(proc.name))
     return found
+
+
+def test_an_embedded_server_that_dies_mid_session_is_started_again(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENROUTER_", "OPENAI_"))}
+    env["XDG_CONFIG_HOME"] = str(tmp_path)
+    before = _llama_servers()
+    agent = subprocess.Popen(
+        [sys.executable, "-m", "voice_agent", "chat", "--text", "--mute",
+         "--transcripts-dir", str(tmp_path / "t")],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True,
+    )  # fmt: skip
+    try:
+        assert agent.stdin is not None and agent.stdout is not None
+        agent.stdin.write("Name a colour.\n")
+        agent.stdin.flush()
+        for line in agent.stdout:
+            if line.startswith("assistant:"):
+                break
+        [server] = _llama_servers() - before
+        os.kill(server, signal.SIGKILL)
+        while server in _llama_servers():
+            time.sleep(0.05)
+        _, stderr = agent.communicate("Name an animal.\n", timeout=120)
+    finally:
+        agent.kill()
+    assert agent.returncode == 0, stderr[-2000:]
+    assert "the embedded LLM server stopped" in stderr and "starting it again" in stderr
+    assert "voice-agent: error" not in stderr  # the user noticed nothing but a pause
+    turns = read(transcript_files(tmp_path / "t")[0]).turns
+    assert [t.role for t in turns] == ["USER", "ASSISTANT"] * 2
+    assert all(t.text.strip() for t in turns)
+    assert _llama_servers() == before

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import email.utils
 import json
 import logging
@@ -149,6 +150,9 @@ class ChatClient:
     async def ensure_model(self) -> str:
         """Pick the server's first model when none was configured (llama.cpp, Ollama)."""
         if self.server is not None:
+            if not self.server.alive:  # crashed mid-session: hours of conversation go on
+                self.server.restart()
+                self.endpoint = dataclasses.replace(self.endpoint, base_url=self.server.url)
             await self.server.wait_ready()
         if self.model:
             return self.model
@@ -186,6 +190,8 @@ class ChatClient:
         for attempt in range(MAX_RETRIES + 1):
             received = False
             try:
+                if attempt:
+                    await self.ensure_model()  # an embedded server that died is restarted
                 async for chunk in self._attempt(body):
                     received = True
                     yield chunk

@@ -87,17 +87,21 @@ class LocalServer:
                 "installed: run scripts/setup.sh, set OPENROUTER_API_KEY, or pass --llm-url"
             )
         self.model = model
+        self.context_tokens = context_tokens
+        self._stderr_tail: collections.deque[str] = collections.deque(maxlen=20)
+        self._start()
+
+    def _start(self) -> None:
         self.port = _free_loopback_port()
         self.url = f"http://127.0.0.1:{self.port}/v1"
         self._ready = False
-        self._stderr_tail: collections.deque[str] = collections.deque(maxlen=20)
         command = [
             sys.executable, "-m", "llama_cpp.server",
-            "--model", str(model),
-            "--model_alias", model.stem,
+            "--model", str(self.model),
+            "--model_alias", self.model.stem,
             "--host", "127.0.0.1",
             "--port", str(self.port),
-            "--n_ctx", str(context_tokens),
+            "--n_ctx", str(self.context_tokens),
         ]  # fmt: skip
         log.info("starting the embedded LLM server: %s", " ".join(command))
         self._process = subprocess.Popen(
@@ -113,6 +117,16 @@ class LocalServer:
         threading.Thread(
             target=self._pump_stderr, args=(self._process.stderr,), name="llm-server", daemon=True
         ).start()
+
+    @property
+    def alive(self) -> bool:
+        return self._process.poll() is None
+
+    def restart(self) -> None:
+        """Start the server again after it died; it comes back on a new port (see ``url``)."""
+        log.warning("the embedded LLM server stopped (%s); starting it again", self._last_words())
+        self.stop()
+        self._start()
 
     def endpoint(self, config: LlmConfig) -> Endpoint:
         return Endpoint(
