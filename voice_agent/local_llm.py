@@ -160,7 +160,7 @@ class LocalServer:
         if self._process.poll() is not None:
             raise LlmConnectionError(
                 f"the embedded LLM server has stopped ({self._last_words()}): "
-                "start voice-agent again"
+                "run with --debug to see its output"
             )
 
     def stop(self) -> None:
