@@ -54,6 +54,9 @@ def main() -> int:
     p.add_argument("--idle", type=float, default=10.0, help="seconds of idle listening to time")
     p.add_argument("--json", type=Path, default=Path("bench-results/latency.json"))
     p.add_argument("--streaming-only", action="store_true", help="skip the sequential run")
+    p.add_argument("--embedded", action="store_true",
+                   help="answer with the embedded llama.cpp model instead of the scripted server "
+                        "(its memory is not counted: it is a separate process)")  # fmt: skip
     args = p.parse_args()
     ensure_pulseaudio()
     chosen = [c for c in clips() if c.seconds < 12][: args.clips]
@@ -76,7 +79,8 @@ def run(mode: str, chosen: list[Any], args: argparse.Namespace) -> dict[str, Any
         else:
             config.write_text("")
         launched = time.monotonic()
-        agent = AgentProcess(["--config", str(config), "--llm-url", server.url,
+        llm = [] if args.embedded else ["--llm-url", server.url]
+        agent = AgentProcess(["--config", str(config), *llm,
                               "--transcripts-dir", str(folder / "t"), "chat"],
                              headset.ear, headset.agent)  # fmt: skip
         try:
@@ -213,10 +217,12 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> None
     machine = f"{cpu.splitlines()[0].strip()}, {len(os.sched_getaffinity(0))} cores, " \
               f"Python {platform.python_version()}"  # fmt: skip
     print(f"\nvoice-agent latency on {machine}")
-    print(
-        f"LLM: first token after {args.first_token:.2f} s, {args.rate:.0f} words/s; "
-        f"hangover {hangover:.2f} s; {len(s['latency_s'])} clips"
+    llm = (
+        "the embedded model (SmolLM2-135M in llama.cpp)"
+        if args.embedded
+        else f"first token after {args.first_token:.2f} s, {args.rate:.0f} words/s"
     )
+    print(f"LLM: {llm}; hangover {hangover:.2f} s; {len(s['latency_s'])} clips")
     rows = [
         ("end of speech -> first audio, median (s)", "median", hangover + 0.35),
         ("end of speech -> first audio, p90 (s)", "p90", None),
