@@ -11,7 +11,7 @@ from conftest import clips, wer
 from voice_agent.audio import Audio, from_float, read_file, silence
 from voice_agent.config import SttConfig
 from voice_agent.errors import ModelError
-from voice_agent.stt import WhisperStt, has_words, resolve_model
+from voice_agent.stt import WhisperStt, has_words, repeats_itself, resolve_model
 
 pytestmark = pytest.mark.slow
 
@@ -60,3 +60,18 @@ def test_punctuation_only_is_not_words() -> None:
 def test_missing_model_folder_is_a_clear_error(tmp_path: object) -> None:
     with pytest.raises(ModelError, match="does not exist"):
         resolve_model("/nonexistent/whisper-model")
+
+
+@pytest.mark.parametrize(
+    ("text", "loops"),
+    [
+        ("7 of clubs, 7 of clubs, noted 7 of clubs, noted", True),
+        ("Seven of clubs. Seven of clubs. Noted.", True),
+        ("It was my reports from the north which chiefly induced people to buy.", False),
+        ("", False),
+    ],
+)
+def test_a_repeated_phrase_is_noticed_so_the_full_window_can_check_it(
+    text: str, loops: bool
+) -> None:
+    assert repeats_itself(text) is loops

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import threading
 import time
 import unicodedata
@@ -98,26 +99,34 @@ class WhisperStt:
         self._model = _load(resolve_model(config.model), config)
 
     def transcribe(self, audio: Audio) -> Transcription:
-        """Blocking; call from a worker thread. Consumes the lazy segment generator here."""
+        """Blocking; call from a worker thread."""
         started = time.perf_counter()
         samples = audio.resampled(SPEECH_RATE_HZ).as_float32()
-        with _padded_to(round(self.config.window_s * 100)):
-            return self._transcribe(samples, audio.seconds, started)
+        text, dropped = self._words(samples, self.config.window_s)
+        if self.config.window_s < WHISPER_WINDOW_S and repeats_itself(text):
+            # A short window now and then sends a tiny model into a loop ("noted, 7 of
+            # clubs, noted, 7 of..."): any repeated phrase is checked with the full window.
+            log.debug("repeated phrase in %r: transcribing with the full window", text)
+            text, dropped = self._words(samples, WHISPER_WINDOW_S)
+        return Transcription(text, audio.seconds, time.perf_counter() - started, dropped)
 
-    def _transcribe(
-        self, samples: npt.NDArray[np.float32], seconds: float, started: float
-    ) -> Transcription:
-        segments, _info = self._model.transcribe(
-            samples,
-            language=self.config.language or None,
-            beam_size=self.config.beam_size,
-            condition_on_previous_text=False,
-            # a spoken turn needs no timestamps; without them tiny models depend less on
-            # exactly where the utterance was cut (measured: half the WER spread)
-            without_timestamps=True,
-            no_speech_threshold=self.config.no_speech_threshold,
-            log_prob_threshold=self.config.log_prob_threshold,
-        )
+    def _words(self, samples: npt.NDArray[np.float32], window_s: float) -> tuple[str, int]:
+        """The recognised text and how many no-speech segments were dropped."""
+        # faster-whisper decodes lazily: the segments are taken while the window is set
+        with _padded_to(round(window_s * 100)):
+            segments = list(
+                self._model.transcribe(
+                    samples,
+                    language=self.config.language or None,
+                    beam_size=self.config.beam_size,
+                    condition_on_previous_text=False,
+                    # a spoken turn needs no timestamps; without them tiny models depend less
+                    # on exactly where the utterance was cut (measured: half the WER spread)
+                    without_timestamps=True,
+                    no_speech_threshold=self.config.no_speech_threshold,
+                    log_prob_threshold=self.config.log_prob_threshold,
+                )[0]
+            )
         kept: list[str] = []
         dropped = 0
         for seg in segments:
@@ -130,12 +139,19 @@ class WhisperStt:
                 continue
             kept.append(seg.text.strip())
         text = " ".join(t for t in kept if t)
-        if not has_words(text):
-            text = ""
-        return Transcription(text, seconds, time.perf_counter() - started, dropped)
+        return (text if has_words(text) else ""), dropped
+
+
+def repeats_itself(text: str, n: int = 3) -> bool:
+    """True when some run of ``n`` words occurs twice: the mark of a decoding loop (and,
+    now and then, of a speaker who repeats themselves)."""
+    words = re.sub(r"[^\w\s']", " ", text.lower()).split()
+    grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
+    return len(set(grams)) < len(grams)
 
 
 _WINDOW_LOCK = threading.Lock()
+WHISPER_WINDOW_S = 30.0
 _WHISPER_FRAMES = 3000  # Whisper's 30 s window in 10 ms feature frames
 
 
