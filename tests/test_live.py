@@ -81,6 +81,12 @@ def start_agent(
     return agent
 
 
+def say(user: Sink, name: str, tmp_path: Path, turns: int, what: str) -> None:
+    """The user says clip ``name``; returns once the sidecar records ``turns`` turns."""
+    play(user, as_wav(clip(name).path, tmp_path))
+    wait_until(lambda: len(sidecar(tmp_path)) >= turns, 30, what)
+
+
 def sidecar(tmp_path: Path) -> list[dict[str, object]]:
     files = sorted((tmp_path / "t").rglob("*.jsonl"))
     if not files:
@@ -128,8 +134,7 @@ def test_reply_is_heard_in_the_room(tmp_path: Path, sinks: list[Sink]) -> None:
         agent = start_agent(server, tmp_path, user, speaker)
         try:
             rec = Recorder(speaker)
-            play(user, as_wav(clip("arctic_a0024.wav").path, tmp_path))
-            wait_until(lambda: len(sidecar(tmp_path)) >= 1, 30, "the reply")
+            say(user, "arctic_a0024.wav", tmp_path, 1, "the reply")
             time.sleep(0.5)
             heard = rec.stop()
             assert agent.interrupt() == 0
@@ -148,12 +153,10 @@ def test_an_llm_error_is_said_aloud_and_the_session_goes_on(
         agent = start_agent(server, tmp_path, user, speaker)
         try:
             rec = Recorder(speaker)
-            play(user, as_wav(clip("arctic_a0024.wav").path, tmp_path))
-            wait_until(lambda: len(sidecar(tmp_path)) >= 1, 30, "the failed turn")
+            say(user, "arctic_a0024.wav", tmp_path, 1, "the failed turn")
             time.sleep(6.0)  # the spoken notice
             heard = rec.stop()
-            play(user, as_wav(clip("2830-3980-0043.wav").path, tmp_path))
-            wait_until(lambda: len(sidecar(tmp_path)) >= 2, 30, "the next turn")
+            say(user, "2830-3980-0043.wav", tmp_path, 2, "the next turn")
             assert agent.interrupt() == 0
         finally:
             agent.kill()
@@ -266,15 +269,13 @@ def test_barge_in_stops_playback_within_300_ms(tmp_path: Path) -> None:
         with ScriptedLLM(Stream("What would you like to know?"), Stream(LONG_REPLY)) as server:
             agent = start_agent(server, tmp_path, headset.ear, headset.agent, "--barge-in")
             try:
-                play(headset.user, as_wav(clip("cards_001.wav").path, tmp_path))
-                wait_until(lambda: len(sidecar(tmp_path)) >= 1, 30, "first reply")
+                say(headset.user, "cards_001.wav", tmp_path, 1, "first reply")
                 time.sleep(1.0)
                 rec = Recorder(f"{headset.room}.monitor", channels=2)
                 play(headset.user, as_wav(clip("arctic_a0024.wav").path, tmp_path))
                 wait_until(lambda: len(server.requests) >= 2, 30, "the long reply")
                 time.sleep(3.0)  # well into the long reply
-                play(headset.user, as_wav(clip("1272-128104-0000.wav").path, tmp_path))
-                wait_until(lambda: len(sidecar(tmp_path)) >= 3, 30, "the interrupted turn")
+                say(headset.user, "1272-128104-0000.wav", tmp_path, 3, "the interrupted turn")
                 time.sleep(1.0)
                 recording = rec.stop()
                 assert agent.interrupt() == 0
@@ -311,8 +312,7 @@ def test_ctrl_c_ends_cleanly_with_a_complete_transcript(
     with ScriptedLLM(Stream("Short answer."), Stream(LONG_REPLY)) as server:
         agent = start_agent(server, tmp_path, user, speaker)
         try:
-            play(user, as_wav(clip("cards_002.wav").path, tmp_path))
-            wait_until(lambda: len(sidecar(tmp_path)) >= 1, 30, "first reply")
+            say(user, "cards_002.wav", tmp_path, 1, "first reply")
             time.sleep(1.0)
             if when == "speaking":
                 play(user, as_wav(clip("arctic_a0024.wav").path, tmp_path))
@@ -343,8 +343,7 @@ def test_microphone_that_stops_delivering_is_reopened_and_the_session_goes_on(
             agent.wait_for("stopped; reopening", timeout=15)
             subprocess.run(["pactl", "suspend-sink", user.name, "0"], check=True)
             agent.wait_for("is back", timeout=20)
-            play(user, as_wav(clip("arctic_a0024.wav").path, tmp_path))
-            wait_until(lambda: len(sidecar(tmp_path)) >= 1, 30, "a turn after the reopen")
+            say(user, "arctic_a0024.wav", tmp_path, 1, "a turn after the reopen")
             assert agent.interrupt() == 0
         finally:
             agent.kill()
@@ -357,8 +356,7 @@ def test_saying_goodbye_ends_the_session(tmp_path: Path, sinks: list[Sink]) -> N
     with ScriptedLLM(Stream("Okay.")) as server:
         agent = start_agent(server, tmp_path, user, speaker)
         try:
-            play(user, as_wav(clip("cards_002.wav").path, tmp_path))
-            wait_until(lambda: len(sidecar(tmp_path)) >= 1, 30, "first turn")
+            say(user, "cards_002.wav", tmp_path, 1, "first turn")
             time.sleep(1.0)
             play_samples(user, goodbye, tmp_path)
             code = agent.proc.wait(timeout=30)
@@ -433,7 +431,7 @@ def test_saved_audio_is_kept_privately_and_plays_back_in_the_room(
     time.sleep(2.5)  # a fresh recorder of a monitor takes a moment to run in real time
     played = run_cli("--transcripts-dir", str(tmp_path / "t"), "transcripts", "play",
                      "--latest", "1", env={"PULSE_SINK": room.name})  # fmt: skip
-    time.sleep(0.5)
+    time.sleep(1.5)  # the recorder runs behind real time: let it catch the last word
     heard = rec.stop()
     assert played.code == 0, played.stderr
     assert \
