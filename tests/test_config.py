@@ -43,7 +43,7 @@ def test_a_misspelt_setting_is_named_in_the_error(tmp_path: Path) -> None:
     cfg.write_text("[llm]\nbase_ulr = 'x'\n")
     with pytest.raises(ConfigError, match=r"unknown setting llm\.base_ulr"):
         load(cfg, {}, {})
-    with pytest.raises(ConfigError, match="must be int"):
+    with pytest.raises(ConfigError, match=r"stt\.beam_size must be a whole number"):
         load(None, {"VOICE_AGENT_STT_BEAM_SIZE": "wide"}, {})
 
 
@@ -71,3 +71,79 @@ def test_bad_config_file_is_one_line_without_traceback(tmp_path: Path) -> None:
     assert "Traceback" not in run.stderr
     assert len(run.stderr.strip().splitlines()) == 1
     assert "not valid TOML" in run.stderr
+
+
+# (TOML line in its section, what the one-line error must say)
+# fmt: off
+BAD_VALUES = [
+    ("[vad]\nhangover_ms = 0", "vad.hangover_ms must be between 100 and 10000, got 0"),
+    ("[vad]\nframe_ms = 25", "vad.frame_ms must be one of 10, 20, 30, got 25"),
+    ("[vad]\naggressiveness = 7", "vad.aggressiveness must be between 0 and 3, got 7"),
+    ("[llm]\nmax_tokens = -1", "llm.max_tokens must be between 0 and 1e+07, got -1"),
+    ("[llm]\nconnect_timeout_s = -5", "llm.connect_timeout_s must be between 0.1 and 3600"),
+    ("[llm]\nturn_timeout_s = nan", "llm.turn_timeout_s must be a number, got nan"),
+    ("[llm]\nchunk_timeout_s = inf", "llm.chunk_timeout_s must be a number, got inf"),
+    ("[audio]\nbarge_in = 5", "audio.barge_in must be true or false, got 5"),
+    ("[audio]\nbarge_in = 'maybe'", "audio.barge_in must be true or false, got 'maybe'"),
+    ("[llm]\nmodel = ['a', 'b']", "llm.model must be a string, got ['a', 'b']"),
+    ("[stt]\nbeam_size = 1.5", "stt.beam_size must be a whole number, got 1.5"),
+    ("[tts]\nlength_scale = 'fast'", "tts.length_scale must be a number, got 'fast'"),
+]
+# fmt: on
+
+
+@pytest.mark.parametrize(("toml", "told"), BAD_VALUES)
+def test_a_value_of_the_wrong_type_or_out_of_range_is_refused_with_its_range(
+    toml: str, told: str, tmp_path: Path
+) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(toml + "\n")
+    with pytest.raises(ConfigError) as err:
+        load(cfg, {}, {})
+    assert told in str(err.value)
+
+
+def test_every_number_has_a_documented_range() -> None:
+    from voice_agent.config_check import RANGES
+
+    numbers = {
+        f"{section}.{name}"
+        for section, values in as_dict(Config()).items()
+        for name, value in values.items()
+        if isinstance(value, (int, float)) and not isinstance(value, bool)
+    }
+    assert numbers == RANGES.keys()
+    for key, (low, high) in RANGES.items():
+        section, name = key.split(".")
+        assert low <= as_dict(Config())[section][name] <= high, key
+
+
+def test_environment_values_are_checked_like_file_values() -> None:
+    with pytest.raises(ConfigError, match=r"VOICE_AGENT_VAD_HANGOVER_MS: vad\.hangover_ms must"):
+        load(None, {"VOICE_AGENT_VAD_HANGOVER_MS": "0"}, {})
+    with pytest.raises(ConfigError, match="must be true or false"):
+        load(None, {"VOICE_AGENT_AUDIO_BARGE_IN": "5"}, {})
+    assert load(None, {"VOICE_AGENT_AUDIO_BARGE_IN": "yes"}, {}).audio.barge_in is True
+
+
+def test_a_binary_config_file_is_one_line(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\xff\xfe binary")
+    run = run_cli("--config", str(cfg), "config")
+    assert run.code == 1
+    assert run.stderr.strip().splitlines() == [
+        f"voice-agent: error: config file {cfg} is not valid TOML: it is not UTF-8 text "
+        "(a binary file?)"
+    ]
+
+
+def test_a_misspelt_environment_variable_is_warned_about_with_a_suggestion(
+    tmp_path: Path,
+) -> None:
+    run = run_cli(
+        "config", env={"VOICE_AGENT_VAD_HANGOVER": "900", "XDG_CONFIG_HOME": str(tmp_path)}
+    )
+    assert run.code == 0
+    assert "VOICE_AGENT_VAD_HANGOVER is not a voice-agent setting" in run.stderr
+    assert "did you mean VOICE_AGENT_VAD_HANGOVER_MS?" in run.stderr
+    assert "hangover_ms = 700" in run.stdout

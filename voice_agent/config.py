@@ -7,10 +7,10 @@ Environment variables are ``VOICE_AGENT_<SECTION>_<FIELD>``, e.g. ``VOICE_AGENT_
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import logging
 import os
 import tomllib
-import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +18,7 @@ from typing import Any
 
 import platformdirs
 
+from voice_agent.config_check import coerce
 from voice_agent.errors import ConfigError
 from voice_agent.secret import NO_KEY, Secret
 
@@ -99,6 +100,7 @@ class AudioConfig:
     output_device: str = ""  # index or part of the name; "" = the system default
     echo_tail_ms: int = 300  # after playback ends, the microphone stays deaf this long
     barge_in: bool = False  # user speech stops playback (headsets / echo-cancelling mics only)
+    max_file_s: float = 300.0  # longest audio file taken as one --input turn, in seconds
 
 
 @dataclass(frozen=True)
@@ -172,19 +174,32 @@ def load(
         if "api_key" in data.get("llm", {}):
             _warn_if_others_can_read(path)
 
+    known_env = set()
     for section, cls in SECTIONS.items():
         for f in dataclasses.fields(cls):
             name = f"{ENV_PREFIX}{section}_{f.name}".upper()
+            known_env.add(name)
             if name in env:
-                values[section][f.name] = _coerce(cls, f.name, env[name], source=name)
+                values[section][f.name] = coerce(section, cls, f.name, env[name], source=name)
+    _warn_unknown_variables(env, known_env)
 
     for key, value in (flags or {}).items():
         if value is None:
             continue
         section, name = key.split(".", 1)
-        values[section][name] = _coerce(SECTIONS[section], name, value, source=f"flag {key}")
+        values[section][name] = coerce(
+            section, SECTIONS[section], name, value, source=f"flag {key}"
+        )
 
     return Config(**{s: SECTIONS[s](**values[s]) for s in SECTIONS})
+
+
+def _warn_unknown_variables(env: Mapping[str, str], known: set[str]) -> None:
+    """A misspelt variable would otherwise be ignored without a word."""
+    for name in sorted(n for n in env if n.upper().startswith(ENV_PREFIX) and n not in known):
+        close = difflib.get_close_matches(name.upper(), known, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        log.warning("environment variable %s is not a voice-agent setting%s; ignored", name, hint)
 
 
 def as_dict(config: Config) -> dict[str, dict[str, Any]]:
@@ -201,6 +216,10 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(
+            f"config file {path} is not valid TOML: it is not UTF-8 text (a binary file?)"
+        ) from None
 
 
 def _warn_if_others_can_read(path: Path) -> None:
@@ -222,31 +241,4 @@ def _merge(values: dict[str, dict[str, Any]], data: dict[str, Any], source: str)
             known = ", ".join(f"[{s}]" for s in SECTIONS)
             raise ConfigError(f"{source}: unknown section [{section}] (known: {known})")
         for name, value in table.items():
-            values[section][name] = _coerce(SECTIONS[section], name, value, source=source)
-
-
-def _coerce(cls: type[Any], name: str, value: Any, source: str) -> Any:
-    hints = typing.get_type_hints(cls)
-    if name not in hints:
-        section = next(s for s, c in SECTIONS.items() if c is cls)
-        known = ", ".join(hints)
-        raise ConfigError(f"{source}: unknown setting {section}.{name} (known: {known})")
-    kind = hints[name]
-    if kind is Secret:
-        if not isinstance(value, str):
-            raise ConfigError(f"{source}: {name} must be a string")
-        return Secret(value.strip())
-    try:
-        if kind is bool:
-            if isinstance(value, str):
-                if value.lower() not in {"1", "0", "true", "false", "yes", "no", "on", "off"}:
-                    raise ValueError(value)
-                return value.lower() in {"1", "true", "yes", "on"}
-            return bool(value)
-        if kind in (int, float) and isinstance(value, bool):
-            raise ValueError(value)
-        if kind is int and isinstance(value, float) and not value.is_integer():
-            raise ValueError(value)
-        return kind(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{source}: {name} must be {kind.__name__}, got {value!r}") from None
+            values[section][name] = coerce(section, SECTIONS[section], name, value, source=source)

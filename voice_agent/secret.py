@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 
 class Secret:
     __slots__ = ("_value",)
@@ -28,3 +30,15 @@ class Secret:
 
 
 NO_KEY = Secret("")
+
+
+_VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def looks_like_a_variable_name(value: str) -> bool:
+    """True for OPENROUTER_API_KEY, false for what looks like a key pasted in its place
+    (sk-..., or a long mix of lower case and digits): such a value must not be echoed."""
+    if not _VARIABLE_NAME.fullmatch(value) or value.lower().startswith(("sk_", "sk-")):
+        return False
+    mixed = any(c.islower() for c in value) and any(c.isdigit() for c in value)
+    return not (mixed and len(value) >= 20)
