@@ -17,7 +17,13 @@ _HINTS = {
 
 
 def import_sounddevice() -> Any:
-    """Import sounddevice, turning a missing PortAudio into an actionable message."""
+    """Import sounddevice, turning a missing PortAudio into an actionable message.
+
+    ALSA's messages are routed to the log first: PortAudio's start probes every ALSA device
+    and alsa-lib complains about each one that is missing."""
+    from voice_agent.alsa_messages import route_to_log
+
+    route_to_log()
     try:
         import sounddevice
     except OSError:

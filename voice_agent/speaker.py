@@ -7,11 +7,13 @@ device never has to wake up in front of a first syllable.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import logging
 import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -40,10 +42,26 @@ class _Piece:
 
 
 class Speaker:
-    """One output device; ``enqueue`` and ``stop`` are safe from any thread."""
+    """One output device; ``enqueue`` and ``stop`` are safe from any thread.
 
-    def __init__(self, device: str = "", blocksize_ms: int = 40) -> None:
+    ``on_note`` hears, once, when output underruns persist while a reply plays (the device
+    ran dry: the reply stutters); it is called on the event loop that created the speaker.
+    """
+
+    def __init__(
+        self,
+        device: str = "",
+        blocksize_ms: int = 40,
+        on_note: Callable[[str], None] | None = None,
+    ) -> None:
         sd = import_sounddevice()
+        self._underruns: collections.deque[float] = collections.deque(maxlen=UNDERRUNS_TOLD)
+        self._note = on_note
+        self._told = False
+        try:
+            self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            self._loop = None
         index, info = find_device(sd, device, "output")
         self.name = str(info["name"])
         self.rate_hz = int(info["default_samplerate"])
@@ -112,14 +130,14 @@ class Speaker:
         return math.inf if self.playing else self._audible_until
 
     async def drained(self) -> None:
-        import asyncio
-
         while not self._idle.is_set():
             await asyncio.sleep(0.01)
 
     def _callback(self, outdata: Any, frames: int, time_info: Any, status: Any) -> None:
         out = outdata[:, 0]
         filled = 0
+        if status.output_underflow and self._queue:
+            self._underrun()
         with self._lock:
             while filled < frames and self._queue:
                 piece = self._queue[0]
@@ -136,6 +154,28 @@ class Speaker:
                 self._audible_until = time.monotonic() + self.latency_s + filled / self.rate_hz
                 self._idle.set()
         out[filled:] = 0
+
+    def _underrun(self) -> None:
+        """Count an underrun while speaking; tell the user once when they keep coming."""
+        now = time.monotonic()
+        log.debug("output underrun while speaking")
+        self._underruns.append(now)
+        persistent = len(self._underruns) == UNDERRUNS_TOLD and (
+            now - self._underruns[0] <= UNDERRUN_WINDOW_S
+        )
+        if not persistent or self._told or self._note is None or self._loop is None:
+            return
+        self._told = True
+        self._loop.call_soon_threadsafe(
+            self._note,
+            f"(the speaker ran dry {UNDERRUNS_TOLD} times in {UNDERRUN_WINDOW_S:.0f} s while "
+            "speaking, so replies may stutter: the machine is too busy to feed it in time. "
+            "Close other busy programs; --debug logs each underrun)",
+        )
+
+
+UNDERRUNS_TOLD = 5  # underruns while speaking, within UNDERRUN_WINDOW_S, that are told
+UNDERRUN_WINDOW_S = 10.0
 
 
 class AudioBuffer:

@@ -1,0 +1,113 @@
+"""The speaker on a busy machine: ALSA's own complaints stay off the terminal, and underruns
+that persist while a reply plays are told once, in words.
+
+The ALSA test makes real underruns: another thread keeps the speaker's lock for 250 ms at a
+time, so the PortAudio callback misses its deadlines as on a machine too busy to feed the
+device. How often PortAudio then reports an underrun is up to it and the sound server, so the
+counting is checked by handing the callback the status PortAudio gives it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+from room import Sink, ensure_pulseaudio
+
+from voice_agent.audio import Audio
+from voice_agent.speaker import Speaker
+
+pytestmark = pytest.mark.slow
+
+BUSY = """
+import asyncio, logging, sys, threading, time
+import numpy as np
+from voice_agent.audio import Audio
+from voice_agent.speaker import Speaker
+
+logging.basicConfig(level=logging.DEBUG if "--debug" in sys.argv else logging.WARNING)
+
+async def main():
+    speaker = Speaker("")
+    speaker.enqueue(Audio(np.full(22050 * 8, 300, np.int16), 22050), 0)
+
+    def hog():
+        end = time.monotonic() + 4
+        while time.monotonic() < end:
+            with speaker._lock:
+                time.sleep(0.25)
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=hog)
+    thread.start()
+    await asyncio.sleep(4.5)
+    thread.join()
+    speaker.stop()
+    speaker.close()
+
+asyncio.run(main())
+"""
+
+
+def run_busy(sink: Sink, *flags: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PULSE_SINK": sink.name}
+    return subprocess.run([sys.executable, "-c", BUSY, *flags], capture_output=True, text=True,
+                          env=env, timeout=60)  # fmt: skip
+
+
+def test_alsa_lines_go_to_the_debug_log_not_the_terminal() -> None:
+    ensure_pulseaudio()
+    sink = Sink("busy")
+    try:
+        quiet = run_busy(sink)
+        debug = run_busy(sink, "--debug")
+    finally:
+        sink.close()
+    assert quiet.returncode == 0, quiet.stderr
+    assert "ALSA lib" not in quiet.stderr + debug.stderr, quiet.stderr
+    # alsa-lib's own words ("%s occurred", its format string), in the debug log
+    assert "(snd_pcm_recover) %s occurred" in debug.stderr
+
+
+@dataclass
+class Status:
+    output_underflow: bool = True
+
+
+def test_underruns_that_persist_while_speaking_are_told_once() -> None:
+    ensure_pulseaudio()
+    sink = Sink("underruns")
+    os.environ["PULSE_SINK"] = sink.name
+    notes: list[str] = []
+
+    async def run() -> None:
+        speaker = Speaker("", on_note=notes.append)
+        try:
+            block = np.zeros((882, 1), np.int16)
+            for _ in range(8):
+                speaker._callback(block, 882, None, Status())  # idle: silence late, unheard
+            await asyncio.sleep(0.1)
+            assert notes == []
+            speaker.enqueue(Audio(np.full(22050 * 60, 300, np.int16), 22050), 0)
+            for _ in range(4):
+                speaker._callback(block, 882, None, Status())
+            await asyncio.sleep(0.1)
+            assert notes == []  # a few are normal
+            for _ in range(20):
+                speaker._callback(block, 882, None, Status())
+            await asyncio.sleep(0.1)
+        finally:
+            speaker.stop()
+            speaker.close()
+
+    try:
+        asyncio.run(run())
+    finally:
+        del os.environ["PULSE_SINK"]
+        sink.close()
+    assert len(notes) == 1
+    assert "the speaker ran dry 5 times in 10 s while speaking" in notes[0]
