@@ -143,6 +143,8 @@ def test_with_nothing_configured_the_embedded_model_answers_three_turns(tmp_path
 def test_embedded_server_stops_when_the_agent_is_killed(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENROUTER_", "OPENAI_"))}
     env["XDG_CONFIG_HOME"] = str(tmp_path)
+    env["GITHUB_TOKEN"] = "ghp_SENTINEL-other-programs-secret"  # not the server's business
+    env["N_CTX"] = "16"  # llama-cpp-python's server would read this unprefixed setting
     before = _llama_servers()
     agent = subprocess.Popen(
         [sys.executable, "-m", "voice_agent", "--verbose", "chat", "--text", "--mute",
@@ -156,6 +158,10 @@ def test_embedded_server_stops_when_the_agent_is_killed(tmp_path: Path) -> None:
                 break
         started = _llama_servers() - before
         assert len(started) == 1
+        server_env = Path(f"/proc/{next(iter(started))}/environ").read_bytes().split(b"\0")
+        names = {item.split(b"=", 1)[0] for item in server_env}
+        assert b"PATH" in names and b"GITHUB_TOKEN" not in names and b"N_CTX" not in names
+        assert b"ghp_SENTINEL" not in b"".join(server_env)
         agent.send_signal(signal.SIGKILL)
         agent.wait()
         deadline = time.monotonic() + 10

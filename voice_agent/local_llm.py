@@ -15,12 +15,14 @@ import contextlib
 import ctypes
 import importlib.util
 import logging
+import os
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import httpx
@@ -112,6 +114,7 @@ class LocalServer:
             text=True,
             errors="replace",
             preexec_fn=_die_with_parent,
+            env=server_environment(os.environ),
         )
         assert self._process.stderr is not None
         threading.Thread(
@@ -198,6 +201,20 @@ async def local_endpoint(config: LlmConfig) -> tuple[Endpoint, LocalServer | Non
         )
     server = LocalServer(gguf_path(config), config.local_context_tokens)
     return server.endpoint(config), server
+
+
+# What the llama.cpp server may see of the agent's environment: the basics a process needs,
+# and the variables that tune llama.cpp, its math libraries and its GPU back ends. Nothing
+# else: other programs' tokens and passwords have no business there, and llama-cpp-python's
+# server reads unprefixed settings (MODEL, PORT, N_CTX...) from the environment.
+_KEEP = {"PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TMP", "TEMP",
+         "LD_LIBRARY_PATH", "PYTHONPATH", "PYTHONHOME", "CUDA_VISIBLE_DEVICES",
+         "HIP_VISIBLE_DEVICES"}  # fmt: skip
+_KEEP_PREFIXES = ("LC_", "OMP_", "GGML_", "OPENBLAS_", "MKL_", "KMP_")
+
+
+def server_environment(env: Mapping[str, str]) -> dict[str, str]:
+    return {k: v for k, v in env.items() if k in _KEEP or k.startswith(_KEEP_PREFIXES)}
 
 
 def _free_loopback_port() -> int:
