@@ -45,8 +45,9 @@ class Audio:
 
 
 def from_float(samples: npt.NDArray[np.floating]) -> Pcm:
-    """Convert float samples in [-1, 1] to 16-bit, clipping anything outside."""
-    return np.asarray(np.clip(samples * 32768.0, -32768, 32767), dtype=np.int16)
+    """Convert float samples in [-1, 1] to 16-bit, clipping anything outside (NaN: 0)."""
+    scaled = np.nan_to_num(samples * 32768.0, nan=0.0, posinf=32767.0, neginf=-32768.0)
+    return np.asarray(np.clip(scaled, -32768, 32767), dtype=np.int16)
 
 
 def silence(seconds: float, rate_hz: int = SPEECH_RATE_HZ) -> Audio:
@@ -59,20 +60,66 @@ def concat(parts: list[Audio], rate_hz: int) -> Audio:
     return Audio(np.concatenate([p.resampled(rate_hz).samples for p in parts]), rate_hz)
 
 
-def read_file(path: Path, resample: bool = True) -> Audio:
-    """Read any wav/flac/ogg/mp3 file, downmix to mono and (by default) resample to 16 kHz."""
-    if not path.is_file():
-        raise AudioFileError(f"audio file {path} does not exist")
+def read_file(path: Path, resample: bool = True, max_seconds: float | None = None) -> Audio:
+    """Read any wav/flac/ogg/mp3 file, downmix to mono and (by default) resample to 16 kHz.
+
+    Decoded a second at a time, so memory stays bounded whatever the file's length: a file
+    longer than ``max_seconds`` is refused as soon as that is known (from its header, or
+    while decoding when the header cannot say). NaN and infinite samples become silence.
+    """
+    _check_readable(path)
     try:
-        data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+        with soundfile.SoundFile(str(path)) as f, np.errstate(invalid="ignore", over="ignore"):
+            rate = int(f.samplerate)
+            if max_seconds is not None and f.frames / rate > max_seconds:
+                raise _too_long(path, f.frames / rate, max_seconds)
+            out_rate = SPEECH_RATE_HZ if resample else rate
+            stream = None if rate == out_rate else soxr.ResampleStream(rate, out_rate, 1, "float32")
+            pieces: list[Pcm] = []
+            total = 0
+            for block in f.blocks(blocksize=rate, dtype="float32", always_2d=True):
+                mono = np.nan_to_num(block.mean(axis=1), nan=0.0, posinf=1.0, neginf=-1.0)
+                if stream is not None:
+                    mono = stream.resample_chunk(mono)
+                pieces.append(from_float(mono))
+                total += len(pieces[-1])
+                if max_seconds is not None and total > max_seconds * out_rate:
+                    raise _too_long(path, None, max_seconds)
+            if stream is not None:
+                pieces.append(from_float(stream.resample_chunk(np.zeros(0, np.float32), last=True)))
     except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
         raise AudioFileError(
             f"cannot read audio file {path}: {_reason(exc)}; use WAV, FLAC, OGG or MP3"
         ) from None
-    if data.shape[0] == 0:
+    samples = np.concatenate(pieces) if pieces else np.zeros(0, np.int16)
+    if len(samples) == 0:
         raise AudioFileError(f"audio file {path} holds no samples")
-    audio = Audio(from_float(data.mean(axis=1)), int(rate))
-    return audio.resampled(SPEECH_RATE_HZ) if resample else audio
+    return Audio(samples, out_rate)
+
+
+def _check_readable(path: Path) -> None:
+    """The reason a file cannot be opened, in words (libsndfile would say "System error")."""
+    try:
+        with path.open("rb"):
+            pass
+    except FileNotFoundError:
+        raise AudioFileError(f"audio file {path} does not exist") from None
+    except IsADirectoryError:
+        raise AudioFileError(f"{path} is a folder, not an audio file") from None
+    except PermissionError:
+        raise AudioFileError(
+            f"cannot read audio file {path}: permission denied (check its permissions)"
+        ) from None
+    except OSError as exc:
+        raise AudioFileError(f"cannot read audio file {path}: {exc.strerror}") from None
+
+
+def _too_long(path: Path, seconds: float | None, limit: float) -> AudioFileError:
+    length = f" ({seconds / 60:.1f} min)" if seconds is not None else ""
+    return AudioFileError(
+        f"audio file {path} is longer than {limit:g} s{length}: one --input file is one turn "
+        f"of speech; cut it shorter, or raise audio.max_file_s"
+    )
 
 
 def write_wav(path: Path, audio: Audio) -> None:

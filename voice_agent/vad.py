@@ -204,3 +204,15 @@ class SpeechConfirmer:
         from faster_whisper.vad import get_speech_timestamps
 
         return bool(get_speech_timestamps(audio.as_float32(), self._options))
+
+    def speech_only(self, audio: Audio) -> Audio | None:
+        """The stretches of speech (with Silero's 400 ms of padding each side), joined; None
+        when there is none. Whisper invents words in long silence ("you you you" over ten
+        silent minutes), so a recording is heard without it."""
+        from faster_whisper.vad import get_speech_timestamps
+
+        spans = get_speech_timestamps(audio.as_float32(), self._options)
+        if not spans:
+            return None
+        return Audio(np.concatenate([audio.samples[s["start"] : s["end"]] for s in spans]),
+                     audio.rate_hz)  # fmt: skip
