@@ -49,18 +49,22 @@ class Raw:
 Step = Stream | Raw | Callable[[BaseHTTPRequestHandler], None]
 
 
-def sse(obj: Any) -> bytes:
-    return b"data: " + json.dumps(obj, ensure_ascii=False).encode() + b"\n\n"
+def sse(obj: Any, ascii: bool = False) -> bytes:
+    """One event; ``ascii`` writes non-ASCII as JSON escapes, lone surrogates included."""
+    return b"data: " + json.dumps(obj, ensure_ascii=ascii).encode() + b"\n\n"
 
 
-def delta(text: str, finish: str | None = None, model: str = "scripted-model") -> bytes:
+def delta(
+    text: str, finish: str | None = None, model: str = "scripted-model", ascii: bool = False
+) -> bytes:
     return sse(
         {
             "id": "x",
             "object": "chat.completion.chunk",
             "model": model,
             "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": finish}],
-        }
+        },
+        ascii,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -87,8 +88,14 @@ def test_sigterm_and_ctrl_c_close_the_session_cleanly(tmp_path: Path) -> None:
         assert "Traceback" not in err
         [md] = transcript_files(folder)
         turns = read(md).turns
-        assert [t.role for t in turns[:3]] == ["USER", "ASSISTANT", "USER"]
+        assert [t.role for t in turns[:4]] == ["USER", "ASSISTANT", "USER", "ASSISTANT"]
         assert turns[2].text == "Question number 2, please answer it."
+        # the reply being read when the signal came is kept as far as it was shown, marked
+        cut = turns[3].text
+        assert cut.startswith("A long reply A long reply") and cut.endswith("\u2026 [interrupted]")
+        assert len(cut) < len("A long reply " * 40)
+        records = [json.loads(line) for line in md.with_suffix(".jsonl").read_text().splitlines()]
+        assert records[-1]["turn"] == 2 and records[-1]["finish_reason"] == "interrupted"
 
 
 def test_a_session_crossing_midnight_stays_in_one_file(tmp_path: Path) -> None:

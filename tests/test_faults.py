@@ -59,6 +59,19 @@ CASES = {
     "headers, then silence": Case(
         [Raw(parts=[b": hi\n\n"], pause_s=3)] * 3, "stopped answering (timed out)", None,
         requests=3, env=TIMEOUTS),
+    "emoji split into surrogate halves across two events": Case(
+        [Raw(body=delta("Smile \ud83d", ascii=True) + delta("\ude00 please.", ascii=True)
+             + b"data: [DONE]\n\n")], None, "Smile \U0001f600 please."),
+    "lone surrogate": Case(
+        [Raw(body=delta("Broken \ud83d here.", ascii=True) + b"data: [DONE]\n\n")],
+        None, "Broken \ufffd here."),
+    "surrogate as the very last character": Case(
+        [Raw(body=delta("Ends in half \udbff", ascii=True) + b"data: [DONE]\n\n")],
+        None, "Ends in half \ufffd"),
+    "a byte a second after the first words (chunk timeout is between events)": Case(
+        [Raw(parts=[delta("Dripping")] + [bytes([b]) for b in delta(" on and on.")],
+             pause_s=0.5)],
+        "stopped answering (timed out)", "Dripping", env=TIMEOUTS),
     "slow drip within the chunk timeout": Case(
         [Stream("Slow but steady.", chunk_delay_s=0.4)], None, "Slow but steady.", env=TIMEOUTS),
     "429 with Retry-After 1": Case(

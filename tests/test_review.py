@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 from datetime import datetime
 from pathlib import Path
 
@@ -158,3 +160,81 @@ def test_resume_sends_the_earlier_turns_and_names_the_session_it_continues(folde
     assert newest["continues"] == "2026-03-05_201507"
     sidecar = Path(newest["path"]).with_suffix(".jsonl").read_text().splitlines()
     assert json.loads(sidecar[0]) == {"session": {"continues": "2026-03-05_201507"}}
+
+
+ESC = "\x1b]0;pwned\x07\x1b[2J"
+
+
+def test_escape_sequences_from_a_model_name_or_a_turn_never_reach_the_terminal(
+    folder: Path,
+) -> None:
+    w = TranscriptWriter(folder, f"evil{ESC}model", datetime(2026, 4, 1, 8, 0, 0))
+    w.append("USER", f"hello {ESC}")
+    w.append("ASSISTANT", f"reply \x9b31m {ESC}")
+    assert w.path is not None
+    raw = w.path.read_bytes()
+    assert b"\x1b" not in raw and b"\x07" not in raw
+    assert parse(raw.decode()).model == f"evil{ESC}model"  # kept exactly, written inert
+    for args in (["list"], ["list", "--json"], ["search", "hello"], ["show", "2026-04-01"],
+                 ["export", "2026-04-01", "--format", "txt"],
+                 ["export", "2026-04-01", "--format", "json"],
+                 ["export", "2026-04-01", "--format", "md"]):  # fmt: skip
+        code, out, err = cli(folder, *args)
+        assert code == 0, (args, err)
+        assert "evil" in out or "hello" in out, args
+        for control in ("\x1b", "\x07", "\x9b"):
+            assert control not in out + err, (args, out)
+    _, out, _ = cli(folder, "export", "2026-04-01", "--format", "json")
+    assert json.loads(out)["turns"][1]["text"] == f"reply \x9b31m {ESC}"  # same data, inert
+
+
+@pytest.mark.parametrize(
+    "line",
+    ["null", '{"session": "x"}', '{"turn": 1, "stages": {"stt": "fast"}}', "[1, 2]", '"text"',
+     '{"turn": 2, "events": {"speech_end": "later"}}', '{"turn": 3, "events": [1]}',
+     '{"turn": 4, "stages": {"stt": NaN}}'],
+)  # fmt: skip
+def test_one_bad_sidecar_line_is_skipped_with_a_warning_and_review_goes_on(
+    folder: Path, line: str
+) -> None:
+    [sidecar] = [p for p in folder.rglob("2026-03-05*.jsonl")]
+    with sidecar.open("a") as fh:
+        fh.write(line + "\n")
+    code, out, err = cli(folder, "list")
+    assert code == 0 and len(out.splitlines()) == 3, err
+    assert f"{sidecar} line 3: not a turn record; skipped" in err
+    assert "Traceback" not in err and "unexpected" not in err
+    code, out, err = cli(folder, "stats")
+    assert code == 0 and "speech_end_to_first_audio" in out, err
+    assert "3 turns in 3 session(s)" in out
+
+
+def test_a_symlink_loop_is_one_clear_line(folder: Path) -> None:
+    os.symlink("loop.md", folder / "loop.md")
+    for action in ("show", "export"):
+        code, out, err = cli(folder, action, "loop.md")
+        assert code == 1
+        assert (
+            err.strip()
+            == "voice-agent: error: loop.md is a symbolic link that leads back to itself"
+        )
+    code, out, err = cli(folder, "list")
+    assert code == 0 and len(out.splitlines()) == 3 and err == ""
+
+
+def test_output_piped_into_head_ends_quietly(folder: Path) -> None:
+    for n in range(40):
+        w = TranscriptWriter(folder, "m", datetime(2025, 1, 1 + n % 28, 10, n, 0))
+        w.append("USER", "words " * 2000)
+    for args in (["list"], ["search", "words"]):
+        proc = subprocess.run(
+            f"{sys.executable} -m voice_agent --transcripts-dir {folder} transcripts "
+            f"{' '.join(args)} | head -1",
+            shell=True, capture_output=True, text=True, env=clean_env(),
+        )  # fmt: skip
+        assert proc.stdout.count("\n") == 1
+        assert proc.stderr == "", proc.stderr
+
+
+def clean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("VOICE_AGENT_")}

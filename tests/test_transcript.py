@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from conftest import EXAMPLE_TRANSCRIPT
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from voice_agent.transcript import Transcript, TranscriptWriter, Turn, parse, read, render
@@ -102,3 +102,17 @@ def test_text_cannot_forge_or_break_turns(text: str) -> None:
 def test_any_text_round_trips(turns: list[tuple[str, str]]) -> None:
     t = Transcript("m", "2026-03-01 09:00:00", tuple(Turn(r, x) for r, x in turns))
     assert parse(render(t)) == t
+
+
+TRICKY = st.sampled_from([*"\\x5c1fb*:\n\x08\x1b\x9b", "**USER:**", "x1b"])
+
+
+@settings(max_examples=2000)
+@given(st.lists(TRICKY, max_size=20).map("".join))
+def test_backslashes_next_to_control_characters_and_escapes_round_trip(text: str) -> None:
+    # found by the round-trip test: a backslash right before a control character merged
+    # with that character's escape and came back as literal text
+    assert (
+        parse(render(Transcript("m", "2026-03-01 09:00:00", (Turn("USER", text),)))).turns[0].text
+        == text
+    )

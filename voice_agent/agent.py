@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 from voice_agent.audio import Audio, concat, write_private_flac
@@ -29,6 +30,7 @@ from voice_agent.tts import TextToSpeech
 
 log = logging.getLogger(__name__)
 INTERRUPTED = " [interrupted]"
+UNEXPECTED_SPOKEN = "Sorry, something went wrong with that answer. The details are on the screen."
 
 
 @dataclass
@@ -81,6 +83,24 @@ class Agent:
         self.failures = 0
         self.speak_notices = False  # say errors aloud (a live speaker, not a reply file)
         self.keep_audio = False  # transcripts.save_audio: FLAC of each utterance and reply
+        self.keep_shown = False  # an interrupted reply keeps what was shown, not what was spoken
+        self._unsaid: str = ""  # a notice to speak once the reply in progress is over
+        writer.on_failure = self._not_saved
+        writer.on_recovery = self._saved_again
+
+    def _not_saved(self, message: str) -> None:
+        self.display.error(
+            f"{message}; the conversation goes on, and unsaved turns are kept until they can "
+            "be written (or printed when the session ends)"
+        )
+        self._unsaid = (
+            "Sorry, I cannot save our conversation right now. The details are on the screen."
+        )
+
+    def _saved_again(self) -> None:
+        self.display.note(
+            f"(the transcript can be written again: every turn is in {self.writer.path})"
+        )
 
     @property
     def models(self) -> dict[str, str]:
@@ -126,27 +146,47 @@ class Agent:
             if self.out is not None:
                 self.out.stop()
             if turn.committed:
-                self._finish(turn, self._spoken_part("".join(parts), pieces), "interrupted")
+                self._finish(turn, self._kept_part("".join(parts), pieces), "interrupted")
             raise
         except VoiceAgentError as exc:
-            if gate is not None:
-                await gate.wait()  # a reply asked for early fails no sooner than it would speak
-            self.failures += 1
-            self.display.error(str(exc))
-            turn.extra["error"] = str(exc)
-            received = "".join(parts)
-            self.commit(turn)
-            if received.strip():
-                # The reply broke off after part of it arrived, was shown and maybe spoken:
-                # the transcript keeps what the user got, the sidecar says it ended in error.
-                if self.out is not None:
-                    await self.out.drained()
-                return self._finish(turn, received, "error")
-            self.conversation.drop_last_user()
-            self._record(turn)
-            await self._say(spoken(exc))
-            return None
-        return self._finish(turn, "".join(parts), finish)
+            return await self._failed(turn, gate, "".join(parts), str(exc), spoken(exc))
+        except Exception as exc:  # a bug or a library's surprise ends this turn, not the session
+            log.debug("unexpected error in turn %d", turn.number, exc_info=True)
+            message = f"unexpected error: {type(exc).__name__}: {exc} (--debug shows the details)"
+            return await self._failed(turn, gate, "".join(parts), message, UNEXPECTED_SPOKEN)
+        reply = self._finish(turn, "".join(parts), finish)
+        await self.say_unsaid()
+        return reply
+
+    async def say_unsaid(self) -> None:
+        """Speak a notice that came up during the reply (the transcript cannot be saved)."""
+        notice, self._unsaid = self._unsaid, ""
+        if notice:
+            await self._say(notice)
+
+    async def _failed(
+        self, turn: Turn, gate: asyncio.Event | None, received: str, message: str, said: str
+    ) -> Reply | None:
+        """Tell the user, and keep what they got: None when no reply arrived at all."""
+        if gate is not None:
+            await gate.wait()  # a reply asked for early fails no sooner than it would speak
+        self.failures += 1
+        self.display.error(message)
+        turn.extra["error"] = message
+        self.commit(turn)
+        if received.strip():
+            # The reply broke off after part of it arrived, was shown and maybe spoken:
+            # the transcript keeps what the user got, the sidecar says it ended in error.
+            if self.out is not None:
+                await self.out.drained()
+            reply = self._finish(turn, received, "error")
+            await self.say_unsaid()
+            return reply
+        self.conversation.drop_last_user()
+        self._record(turn)
+        await self._say(said)
+        await self.say_unsaid()
+        return None
 
     async def _say(self, text: str) -> None:
         """A notice in the agent's voice, e.g. why there is no answer. Not a turn: the
@@ -291,9 +331,11 @@ class Agent:
         await queue.put((piece, end))
         return end
 
-    def _spoken_part(self, text: str, pieces: list[tuple[int, int]]) -> str:
-        """The reply up to where playback stopped, ending mid-piece on a word boundary."""
-        assert self.out is not None
+    def _kept_part(self, text: str, pieces: list[tuple[int, int]]) -> str:
+        """What the user got of an interrupted reply: what was shown when they read it (typed
+        turns, files), else what was spoken, ending mid-piece on a word boundary."""
+        if self.keep_shown or self.out is None:
+            return (text.rstrip() + "\u2026" if text.strip() else "") + INTERRUPTED
         start = 0
         kept = ""
         for end, tag in pieces:
@@ -319,10 +361,19 @@ class Agent:
         return Reply(text, turn.extra.get("reply_audio_seconds", 0.0), finish)
 
     def _keep_audio(self, turn: Turn) -> None:
-        """Store what was heard and what was said (as far as it played) beside the transcript."""
+        """Store what was heard and what was said (as far as it played) beside the transcript;
+        a failure is told and noted in the sidecar, and the conversation goes on."""
         if self.writer.path is None:
             return
-        folder = self.writer.path.with_suffix("")
+        try:
+            self._write_audio(turn, self.writer.path)
+        except (OSError, RuntimeError) as exc:  # soundfile raises RuntimeError subclasses
+            message = f"cannot keep the audio of this turn beside {self.writer.path}: {exc}"
+            turn.extra["audio_error"] = message
+            self.display.error(message)
+
+    def _write_audio(self, turn: Turn, transcript: Path) -> None:
+        folder = transcript.with_suffix("")
         folder.mkdir(mode=0o700, exist_ok=True)
         files: dict[str, str] = {}
         played: list[Audio] = []
@@ -338,7 +389,7 @@ class Agent:
             if audio is not None and len(audio.samples):
                 path = folder / f"turn-{turn.number:03d}-{kind}.flac"
                 write_private_flac(path, audio)
-                files[kind] = path.relative_to(self.writer.path.parent).as_posix()
+                files[kind] = path.relative_to(transcript.parent).as_posix()
         turn.extra["audio_files"] = files
 
     def _record(self, turn: Turn) -> None:

@@ -8,6 +8,8 @@ and symlinks that lead out of it are refused.
 from __future__ import annotations
 
 import json
+import logging
+import math
 import statistics
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,6 +20,8 @@ from typing import Any
 
 from voice_agent.errors import TranscriptError
 from voice_agent.transcript import Transcript, read
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -35,15 +39,24 @@ class Entry:
 
     @cached_property
     def sidecar(self) -> list[dict[str, Any]]:
+        """The sidecar's records; a line that cannot be read is skipped with a warning, so
+        one damaged file never stops a listing of all the others."""
         path = self.path.with_suffix(".jsonl")
-        if not path.is_file():
-            return []
+        try:
+            text = path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return []  # none (a session without metadata), or unreadable: the turns still are
         records = []
-        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        lines = text.splitlines()
+        for number, line in enumerate(lines, start=1):
             try:
-                records.append(json.loads(line))
-            except ValueError:
-                continue  # a line cut short by a crash
+                record = json.loads(line)
+            except (ValueError, RecursionError):
+                record = None
+            if _readable(record):
+                records.append(record)
+            elif number < len(lines) or text.endswith("\n"):  # not a line cut by a crash
+                log.warning("%s line %d: not a turn record; skipped", path, number)
         return records
 
     @property
@@ -62,9 +75,31 @@ class Entry:
         return max(0.0, float(max(ends)) - started.timestamp())
 
 
+def _readable(record: Any) -> bool:
+    """A record whose known fields have the types review relies on."""
+    if not isinstance(record, dict):
+        return False
+    timed = [record.get(k, {}) for k in ("events", "stages")]
+    return (
+        all(isinstance(t, dict) for t in timed)
+        and all(_is_number(v) for t in timed for v in t.values())
+        and isinstance(record.get("session", {}), dict)
+        and isinstance(record.get("audio_files", {}), dict)
+    )
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def inside(folder: Path, path: Path) -> bool:
-    root = folder.resolve()
-    return path.resolve() == root or root in path.resolve().parents
+    """True when ``path`` lies in ``folder`` once symlinks are followed (a loop: false)."""
+    try:
+        root = folder.resolve()
+        target = path.resolve()
+    except (OSError, RuntimeError):  # RuntimeError: a symlink loop (Python 3.11)
+        return False
+    return target == root or root in target.parents
 
 
 def entries(folder: Path) -> list[Entry]:
@@ -88,6 +123,10 @@ def find(folder: Path, ident: str) -> Entry:
         raise TranscriptError("give a transcript ID (see 'voice-agent transcripts list')")
     if "/" in ident or "\\" in ident or ident.startswith(".") or ident.endswith(".md"):
         path = Path(ident) if Path(ident).is_absolute() else folder / ident
+        try:
+            path.resolve()
+        except RuntimeError:
+            raise TranscriptError(f"{ident} is a symbolic link that leads back to itself") from None
         if not inside(folder, path):
             raise TranscriptError(
                 f"{ident} is outside the transcripts folder {folder}: only transcripts in it "

@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import contextlib
 import ctypes
-import json
 import logging
 import os
 import sys
@@ -16,7 +15,10 @@ from typing import Any
 
 from voice_agent import __version__
 from voice_agent.config import Config, as_dict, load, user_config_path
+from voice_agent.display import quiet_stdout
 from voice_agent.errors import VoiceAgentError
+from voice_agent.llm_endpoint import shown_url
+from voice_agent.safe_text import inert, json_text
 from voice_agent.secret import Secret
 
 log = logging.getLogger("voice_agent")
@@ -161,7 +163,7 @@ def _run_transcripts(opts: dict[str, Any], config: Config) -> int:
     elif action == "stats":
         review.stats(folder, opts.get("id"))
     elif action == "path":
-        print(folder)
+        review.say(str(folder))
     elif action == "play":
         ident: str | None = opts.get("id")
         turn: int | None = opts.get("turn")
@@ -193,10 +195,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     opts = vars(args)
     debug = bool(opts.get("debug"))
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_InertFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(
         level=logging.DEBUG if debug else logging.INFO if opts.get("verbose") else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
+        handlers=[handler],
     )
     try:
         config = load(opts.get("config"), os.environ, _flag_settings(opts))
@@ -204,19 +207,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     except VoiceAgentError as exc:
         if debug:
             log.exception("failed")
-        print(f"voice-agent: error: {exc}", file=sys.stderr)
+        print(f"voice-agent: error: {inert(str(exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # the reader went away (| head): exit quietly, as a C program killed by SIGPIPE would
+        quiet_stdout()
+        return 141
     except Exception as exc:
         if debug:
             raise
         print(
-            f"voice-agent: unexpected error: {type(exc).__name__}: {exc} "
+            f"voice-agent: unexpected error: {type(exc).__name__}: {inert(str(exc))} "
             "(run again with --debug for the details)",
             file=sys.stderr,
         )
         return 1
+
+
+class _InertFormatter(logging.Formatter):
+    """Log lines quote outside text (file names, server messages): made inert like the rest."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return inert(super().format(record))
 
 
 def _flag_settings(opts: dict[str, Any]) -> dict[str, Any]:
@@ -233,7 +247,7 @@ def _dispatch(opts: dict[str, Any], config: Config) -> int:
     if command == "devices":
         from voice_agent.devices import describe
 
-        print(describe())
+        print(inert(describe()))
         return 0
     inputs: list[Path] = opts.get("input", [])
     if inputs:
@@ -257,10 +271,12 @@ def render_config(config: Config) -> str:
     for section, values in as_dict(config).items():
         lines.append(f"\n[{section}]")
         for name, value in values.items():
+            if name == "base_url":
+                value = shown_url(value)
             if isinstance(value, Secret):
                 lines.append(f"# {name} is set (value hidden)" if value else f'{name} = ""')
             else:
-                lines.append(f"{name} = {json.dumps(value, ensure_ascii=False)}")
+                lines.append(f"{name} = {json_text(value)}")
         if section == "llm":
             named = values["api_key_env"]
             for key_env in [named] if named else ["OPENROUTER_API_KEY", "OPENAI_API_KEY"]:

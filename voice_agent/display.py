@@ -2,23 +2,25 @@
 
 Errors alone go to stderr, so a failure is one clear line there.
 
-Model output can carry terminal control sequences (ANSI colours, OSC titles, clears); they are
-made inert before printing so a reply cannot drive the terminal.
+Model output can carry terminal control sequences (ANSI colours, OSC titles, clears) and
+invalid characters; everything is made inert and valid before printing (safe_text.py).
+
+Showing a turn must never end the session: when the terminal or pipe goes away (``| head``),
+the display goes quiet (``closed``) and the conversation and its transcript carry on.
 """
 
 from __future__ import annotations
 
-import re
+import contextlib
+import errno
+import logging
+import os
 import sys
 from typing import TextIO
 
-# C0 controls except tab/newline, DEL, and C1 controls (which include the 8-bit CSI and OSC).
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+from voice_agent.safe_text import inert
 
-
-def inert(text: str) -> str:
-    """Replace control characters with visible escapes, e.g. ESC becomes \\x1b."""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+log = logging.getLogger(__name__)
 
 
 class Display:
@@ -29,6 +31,7 @@ class Display:
         self._announced = False
         self._transient = False  # a status line is showing and must be wiped first
         self.interactive = self.out.isatty()
+        self.closed = False  # stdout went away (a pipe's reader exited): nothing more is shown
 
     def user(self, text: str) -> None:
         self._line(self.out, f"you: {inert(text)}")
@@ -42,23 +45,21 @@ class Display:
             return
         if self.interactive and not self._replying:
             self._wipe()
-            self.out.write(f"[{state}]")
-            self.out.flush()
+            self._write(self.out, f"[{state}]")
             self._transient = True
 
     def _wipe(self) -> None:
         if self._transient:
-            self.out.write("\r\x1b[2K")
+            self._write(self.out, "\r\x1b[2K")
             self._transient = False
 
     def reply_text(self, text: str) -> None:
         """Print reply text as it streams in."""
         self._wipe()
         if not self._replying:
-            self.out.write("assistant: ")
+            self._write(self.out, "assistant: ")
             self._replying = True
-        self.out.write(inert(text))
-        self.out.flush()
+        self._write(self.out, inert(text))
 
     def reply_end(self) -> None:
         if self._replying:
@@ -73,7 +74,34 @@ class Display:
         self.reply_end()
         self._line(self.err, f"voice-agent: error: {inert(text)}")
 
+    def error_block(self, text: str) -> None:
+        """Text to keep, on stderr exactly as given (a transcript that could not be saved)."""
+        self.reply_end()
+        self._write(self.err, inert(text))
+
     def _line(self, stream: TextIO, text: str) -> None:
         self._wipe()
-        stream.write(text + "\n")
-        stream.flush()
+        self._write(stream, text + "\n")
+
+    def _write(self, stream: TextIO, text: str) -> None:
+        if self.closed and stream is self.out:
+            return
+        try:
+            stream.write(text)
+            stream.flush()
+        except (OSError, ValueError) as exc:  # ValueError: the stream was closed
+            if stream is not self.out:
+                return  # stderr is gone too: nothing left to tell
+            log.debug("stdout is gone (%s): the display goes quiet", exc)
+            self.closed = True
+            if isinstance(exc, OSError) and exc.errno == errno.EPIPE:
+                quiet_stdout()
+
+
+def quiet_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's own flush at exit does not fail again
+    on the broken pipe and print a traceback."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)

@@ -30,6 +30,7 @@ from voice_agent.errors import (
     LlmProtocolError,
 )
 from voice_agent.llm_endpoint import Endpoint
+from voice_agent.safe_text import SurrogateJoiner, valid
 
 if TYPE_CHECKING:
     from voice_agent.local_llm import LocalServer
@@ -106,9 +107,15 @@ class ChatClient:
             headers["Authorization"] = f"Bearer {endpoint.api_key.reveal()}"
         if endpoint.provider == "OpenRouter":
             headers["X-Title"] = "voice-agent"
+        auth = (endpoint.user, endpoint.password.reveal() if endpoint.password else "")
         self._http = httpx.AsyncClient(
             headers=headers,
-            timeout=httpx.Timeout(config.chunk_timeout_s, connect=config.connect_timeout_s),
+            auth=auth if endpoint.user or endpoint.password else None,
+            # reading the stream is timed per SSE event in _chunks; this is only a backstop
+            timeout=httpx.Timeout(
+                max(config.chunk_timeout_s, config.first_token_timeout_s),
+                connect=config.connect_timeout_s,
+            ),
             follow_redirects=False,
             # httpx drops an idle connection after 5 s; people pause longer than that
             # between turns, and a new TLS handshake costs the next reply 0.1-0.3 s
@@ -159,7 +166,8 @@ class ChatClient:
         url = f"{self.endpoint.base_url}/models"
         try:
             resp = await self._http.get(url, headers={"Accept": "application/json"})
-            models = [m["id"] for m in resp.json()["data"]] if resp.status_code == 200 else []
+            data = resp.json()["data"] if resp.status_code == 200 else []
+            models = [" ".join(valid(str(m["id"])).split()) for m in data]
         except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
             log.debug("GET %s failed: %s", url, type(exc).__name__)
             models = []
@@ -212,12 +220,12 @@ class ChatClient:
 
     async def _attempt(self, body: dict[str, Any]) -> AsyncIterator[ReplyChunk]:
         url = f"{self.endpoint.base_url}/chat/completions"
-        base = self.endpoint.base_url
+        base = self.endpoint.shown_url
         started = time.monotonic()
         try:
             self._last_contact = time.monotonic()
             async with self._http.stream("POST", url, json=body) as resp:
-                await self._check_response(resp, url)
+                await self._check_response(resp)
                 async for chunk in self._chunks(resp, started):
                     yield chunk
         except httpx.ConnectError:
@@ -237,27 +245,38 @@ class ChatClient:
         content_type = resp.headers.get("content-type", "")
         if content_type.startswith("application/json"):
             # Some servers ignore "stream": answer with the whole completion at once.
-            data = _json(await resp.aread(), self.endpoint.base_url)
-            yield ReplyChunk(text=_message_text(data, self.endpoint.base_url), finish_reason="stop")
+            data = _json(await resp.aread(), self.endpoint.shown_url)
+            yield ReplyChunk(
+                text=_message_text(data, self.endpoint.shown_url), finish_reason="stop"
+            )
             return
         events = EventSource(resp).aiter_sse().__aiter__()
         got_token = False
+        text, reasoning = SurrogateJoiner(), SurrogateJoiner()
         while True:
+            # The chunk timeout counts between SSE events, not between bytes: a server that
+            # drips a byte a second would otherwise hold the turn until the turn timeout.
             deadline = self.config.turn_timeout_s - (time.monotonic() - started)
-            if not got_token:
-                deadline = min(deadline, self.config.first_token_timeout_s)
+            gap = self.config.chunk_timeout_s if got_token else self.config.first_token_timeout_s
             try:
-                event = await asyncio.wait_for(anext(events), max(deadline, 0.001))
+                event = await asyncio.wait_for(anext(events), max(min(deadline, gap), 0.001))
             except StopAsyncIteration:
                 log.info("reply stream ended without [DONE] or finish_reason")
-                yield ReplyChunk(finish_reason="incomplete")
+                yield ReplyChunk(text.flush(), reasoning.flush(), finish_reason="incomplete")
                 return
-            chunk = self._parse(event)
-            if chunk is None:
+            parsed = self._parse(event)
+            if parsed is None:
                 continue
-            got_token = got_token or bool(chunk.text or chunk.reasoning)
-            yield chunk
-            if chunk.finish_reason is not None:
+            got_token = got_token or bool(parsed.text or parsed.reasoning)
+            done = parsed.finish_reason is not None
+            chunk = ReplyChunk(
+                text.feed(parsed.text) + (text.flush() if done else ""),
+                reasoning.feed(parsed.reasoning) + (reasoning.flush() if done else ""),
+                parsed.finish_reason,
+            )
+            if chunk.text or chunk.reasoning or done:
+                yield chunk
+            if done:
                 return
 
     def _parse(self, event: ServerSentEvent) -> ReplyChunk | None:
@@ -265,32 +284,39 @@ class ChatClient:
             return ReplyChunk(finish_reason="stop")
         if not event.data.strip():
             return None
-        data = _json(event.data.encode(), self.endpoint.base_url)
-        if "error" in data:
-            detail = self._redact(_error_message(data))
+        data = _json(event.data.encode(), self.endpoint.shown_url)
+        if data.get("error"):
+            detail = self._error_detail(data)
             raise LlmError(f"the LLM reported an error mid-reply: {detail}")
-        choices = data.get("choices") or [{}]
-        delta = choices[0].get("delta") or {}
-        finish = choices[0].get("finish_reason")
+        choices = data.get("choices")
+        choice = choices[0] if isinstance(choices, list) and choices else {}
+        choice = choice if isinstance(choice, dict) else {}
+        delta = choice.get("delta")
+        delta = delta if isinstance(delta, dict) else {}
+        finish = choice.get("finish_reason")
         if finish == "error":
             raise LlmError("the LLM reported an error mid-reply")
         reasoning = delta.get("reasoning") or delta.get("reasoning_content") or ""
         return ReplyChunk(
-            text=delta.get("content") or "", reasoning=reasoning, finish_reason=finish
+            text=_text(delta.get("content")),
+            reasoning=_text(reasoning),
+            finish_reason=finish if finish is None else str(finish),
         )
 
-    def _redact(self, text: str) -> str:
-        """Providers sometimes echo the key they refused; never pass it on."""
-        key = self.endpoint.api_key.reveal() if self.endpoint.api_key else ""
-        return text.replace(key, "***") if key else text
+    def _error_detail(self, data: dict[str, Any]) -> str:
+        """The server's own error message, made safe to show: providers sometimes echo the
+        key they refused, so secrets are hidden before the message is cut to length (a key
+        cut in half would no longer be found)."""
+        text = _error_message(data)
+        for secret in self.endpoint.secrets():
+            text = text.replace(secret, "***")
+        return text[:ERROR_DETAIL_CHARS]
 
-    async def _check_response(self, resp: httpx.Response, url: str) -> None:
-        base = self.endpoint.base_url
+    async def _check_response(self, resp: httpx.Response) -> None:
+        base = self.endpoint.shown_url
         if resp.status_code >= 400:
             body = (await resp.aread())[:4000]
-            error = _http_error(
-                resp.status_code, self._redact(_error_message(_try_json(body))), base
-            )
+            error = _http_error(resp.status_code, self._error_detail(_try_json(body)), base)
             should = resp.headers.get("x-should-retry")
             if should == "true" or (should != "false" and resp.status_code in RETRY_STATUSES):
                 raise _Retryable(error, _retry_after(resp.headers))
@@ -299,12 +325,13 @@ class ChatClient:
         if not content_type.startswith(("text/event-stream", "application/json")):
             kind = content_type.split(";")[0] or "no content type"
             raise LlmProtocolError(
-                f"{url} answered {kind}, not an OpenAI-compatible API: "
+                f"{base}/chat/completions answered {kind}, not an OpenAI-compatible API: "
                 "check that --llm-url points at the API root (usually ending in /v1)"
             )
 
 
 MAX_RETRIES = 2
+ERROR_DETAIL_CHARS = 200  # of a server's error message, quoted in ours
 KEEPALIVE_S = 120.0  # idle connections kept this long (servers may close them sooner)
 WARM_AFTER_S = 15.0  # a connection idle longer than this is checked when the user speaks
 _CONTEXT_ERROR = re.compile(r"context.?length|context window|too many tokens|maximum context", re.I)
@@ -374,7 +401,7 @@ def _http_error(status: int, detail: str, base: str) -> LlmHttpError:
 def _try_json(body: bytes) -> dict[str, Any]:
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
         return {}
     return data if isinstance(data, dict) else {}
 
@@ -391,14 +418,17 @@ def _json(raw: bytes, base: str) -> dict[str, Any]:
 def _error_message(data: dict[str, Any]) -> str:
     err = data.get("error")
     if isinstance(err, dict):
-        return " ".join(str(err.get("message", "")).split())[:200]
-    if isinstance(err, str):
-        return " ".join(err.split())[:200]
-    return ""
+        err = err.get("message", "")
+    return " ".join(str(err).split()) if isinstance(err, (str, int, float)) else ""
+
+
+def _text(value: object) -> str:
+    """A delta's text; anything else a server may put there (a number, a list) is ignored."""
+    return value if isinstance(value, str) else ""
 
 
 def _message_text(data: dict[str, Any], base: str) -> str:
     try:
-        return str(data["choices"][0]["message"]["content"] or "")
+        return valid(str(data["choices"][0]["message"]["content"] or ""))
     except (KeyError, IndexError, TypeError):
         raise LlmProtocolError(f"the LLM at {base} answered without choices[0].message") from None

@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from voice_agent.config import LlmConfig
 from voice_agent.errors import ConfigError
@@ -36,12 +36,24 @@ class Endpoint:
     api_key: Secret | None = field(default=None, repr=False)
     api_key_env: str = ""
     max_tokens: int = 0  # 0 = leave the reply length to the server
+    user: str = ""  # from a URL like http://user:password@host/v1, sent as HTTP basic auth
+    password: Secret | None = field(default=None, repr=False)
+
+    @property
+    def shown_url(self) -> str:
+        """The URL as messages and logs show it: a password in it becomes ***."""
+        return with_credentials(self.base_url, self.user, "***" if self.password else "")
+
+    def secrets(self) -> list[str]:
+        """Values that must never appear in anything shown or recorded."""
+        return [s.reveal() for s in (self.api_key, self.password) if s]
 
 
 def resolve(config: LlmConfig, env: Mapping[str, str]) -> Endpoint | None:
     """The configured or key-selected endpoint; None when nothing points anywhere."""
+    user, password = "", ""
     if config.base_url:
-        base = config.base_url.rstrip("/")
+        base, user, password = split_credentials(config.base_url.rstrip("/"))
         _check_url(base)
         provider = _PROVIDER_BY_HOST.get(_host(base), "OpenAI-compatible server")
         key_env = config.api_key_env or _KEY_ENV_BY_HOST.get(_host(base), "")
@@ -61,7 +73,39 @@ def resolve(config: LlmConfig, env: Mapping[str, str]) -> Endpoint | None:
             f"refusing to send the API key from {source} over plain http to {_host(base)}: "
             "use https, or a loopback address for a local server"
         )
-    return Endpoint(base, model, provider, Secret(key) if key else None, key_env, config.max_tokens)
+    if password and urlsplit(base).scheme == "http" and not is_loopback(_host(base)):
+        raise ConfigError(
+            f"refusing to send the password in the LLM URL over plain http to {_host(base)}: "
+            "use https, or a loopback address for a local server"
+        )
+    return Endpoint(
+        base, model, provider, Secret(key) if key else None, key_env, config.max_tokens,
+        user, Secret(password) if password else None,
+    )  # fmt: skip
+
+
+def split_credentials(url: str) -> tuple[str, str, str]:
+    """``http://user:password@host/v1`` -> (``http://host/v1``, user, password)."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url, "", ""
+    host = parts.netloc.rpartition("@")[2]
+    bare = urlunsplit(parts._replace(netloc=host))
+    return bare, unquote(parts.username or ""), unquote(parts.password or "")
+
+
+def with_credentials(url: str, user: str, password: str) -> str:
+    if not user and not password:
+        return url
+    parts = urlsplit(url)
+    login = f"{user}:{password}" if password else user
+    return urlunsplit(parts._replace(netloc=f"{login}@{parts.netloc}"))
+
+
+def shown_url(url: str) -> str:
+    """Any URL as it may be shown: a password in it becomes ***."""
+    bare, user, password = split_credentials(url)
+    return with_credentials(bare, user, "***" if password else "")
 
 
 def _key(config: LlmConfig, env: Mapping[str, str], key_env: str) -> tuple[str, str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -10,8 +9,8 @@ from typing import Any
 
 from voice_agent import archive
 from voice_agent.archive import Entry
-from voice_agent.display import inert
 from voice_agent.errors import ConfigError, TranscriptError
+from voice_agent.safe_text import inert, json_text
 from voice_agent.transcript import render
 
 
@@ -21,20 +20,25 @@ def pick(folder: Path, ident: str | None, use_latest: bool) -> Entry:
     return archive.find(folder, ident)
 
 
+def say(line: str = "") -> None:
+    """Print one line of output; everything in it came from files, so it is made inert."""
+    print(inert(line))
+
+
 def list_sessions(folder: Path, limit: int, as_json: bool) -> None:
     found = archive.entries(folder)[: limit if limit > 0 else None]
     if as_json:
-        print(json.dumps([_summary(e) for e in found], indent=2, ensure_ascii=False))
+        print(json_text(indent=2, data=[_summary(e) for e in found]))
         return
     if not found:
-        print(f"no transcripts yet in {folder}")
+        say(f"no transcripts yet in {folder}")
         return
     for e in found:
         s = _summary(e)
         duration = _duration(s["duration_s"])
         more = f"  (continues {s['continues']})" if s["continues"] else ""
-        print(f"{e.id}  {s['started']}  {s['model']}  {s['turns']} turns  {duration}  "
-              f"{inert(s['first_words'])}{more}")  # fmt: skip
+        say(f"{e.id}  {s['started']}  {s['model']}  {s['turns']} turns  {duration}  "
+            f"{s['first_words']}{more}")  # fmt: skip
 
 
 def _summary(e: Entry) -> dict[str, Any]:
@@ -73,10 +77,10 @@ def search(folder: Path, query: str, since: str | None, until: str | None) -> in
         archive.search(folder, query, _date(since, "--since"), _date(until, "--until", end=True))
     )
     for hit in hits:
-        print(f"{hit.entry.transcript.started}  {hit.entry.id}  turn {hit.turn}  {hit.role}: "
-              f"{inert(archive.snippet(hit.text, query))}")  # fmt: skip
+        say(f"{hit.entry.transcript.started}  {hit.entry.id}  turn {hit.turn}  {hit.role}: "
+            f"{archive.snippet(hit.text, query)}")  # fmt: skip
     if not hits:
-        print(f"no turn mentions {query!r}")
+        say(f"no turn mentions {query!r}")
     return 0 if hits else 1
 
 
@@ -97,11 +101,11 @@ def export(entry: Entry, fmt: str) -> None:
     elif fmt == "json":
         data = {"id": entry.id, "model": t.model, "started": t.started,
                 "turns": [{"role": x.role.lower(), "text": x.text} for x in t.turns]}  # fmt: skip
-        print(json.dumps(data, indent=2, ensure_ascii=False))
+        print(json_text(indent=2, data=data))
     else:
-        print(f"Voice conversation with {t.model}, {t.started}\n")
+        say(f"Voice conversation with {t.model}, {t.started}\n")
         for x in t.turns:
-            print(f"{x.role.capitalize()}: {x.text}\n")
+            say(f"{x.role.capitalize()}: {x.text}\n")
 
 
 def stats(folder: Path, ident: str | None) -> None:
@@ -109,12 +113,12 @@ def stats(folder: Path, ident: str | None) -> None:
     records = [r for e in chosen for r in e.sidecar]
     table = archive.stage_stats(records)
     if not table:
-        print("no timed turns yet")
+        say("no timed turns yet")
         return
-    print(f"{len(records)} turns in {len(chosen)} session(s); seconds")
-    print(f"{'stage':34}{'median':>8}{'p90':>8}{'turns':>7}")
+    say(f"{len(records)} turns in {len(chosen)} session(s); seconds")
+    say(f"{'stage':34}{'median':>8}{'p90':>8}{'turns':>7}")
     for name, row in table.items():
-        print(f"{name:34}{row['median']:>8.3f}{row['p90']:>8.3f}{row['turns']:>7}")
+        say(f"{name:34}{row['median']:>8.3f}{row['p90']:>8.3f}{row['turns']:>7}")
 
 
 def play(entry: Entry, turn: int | None, output_device: str) -> None:
@@ -144,8 +148,8 @@ def play(entry: Entry, turn: int | None, output_device: str) -> None:
 
     async def run() -> None:
         for number, kind, audio in clips:
-            print(f"turn {number}: {'you' if kind == 'user' else 'assistant'} "
-                  f"({audio.seconds:.1f} s)")  # fmt: skip
+            say(f"turn {number}: {'you' if kind == 'user' else 'assistant'} "
+                f"({audio.seconds:.1f} s)")  # fmt: skip
             speaker.enqueue(audio, 0)
             await speaker.drained()
 

@@ -28,6 +28,7 @@ from voice_agent.speaker import AudioBuffer, AudioOut, Speaker
 from voice_agent.stt import WhisperStt
 from voice_agent.transcript import TranscriptWriter
 from voice_agent.tts import PiperTts
+from voice_agent.vad import SpeechConfirmer
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -64,10 +65,10 @@ async def build_agent(
         raise
     out: AudioOut | None = None
     if needs.speaker:
-        out = Speaker(config.audio.output_device)
+        out = Speaker(config.audio.output_device, on_note=display.note)
     elif tts is not None:
         out = AudioBuffer(tts.rate_hz)
-    display.note(f"LLM: {model} at {endpoint.base_url} ({endpoint.provider})")
+    display.note(f"LLM: {model} at {endpoint.shown_url} ({endpoint.provider})")
     log.info("ready in %.2f s", time.perf_counter() - launched)
     writer = TranscriptWriter(
         config.transcripts_dir, model, datetime.now(), resume.id if resume else ""
@@ -105,12 +106,21 @@ def _load_models(config: Config, needs: Needs) -> tuple[WhisperStt | None, Piper
     return stt, tts
 
 
-async def close(agent: Agent, display: Display) -> None:
+async def close(agent: Agent, display: Display) -> bool:
+    """End the session; False when some turns could not be saved (they are printed)."""
     await agent.chat.aclose()
     if isinstance(agent.out, Speaker):
         agent.out.close()
+    saved = agent.writer.flush()  # the last try for turns a full disk held back
+    if not saved:
+        display.error(
+            f"these turns could not be saved ({agent.writer.failure}); here they are in "
+            "transcript format, to keep:"
+        )
+        display.error_block(agent.writer.unwritten())
     if agent.writer.path is not None:
         display.note(f"(transcript: {agent.writer.path})")
+    return saved
 
 
 async def run_files(config: Config, inputs: Sequence[Path], output_dir: Path) -> int:
@@ -122,33 +132,56 @@ async def run_files(config: Config, inputs: Sequence[Path], output_dir: Path) ->
         raise VoiceAgentError(f"cannot create output folder {output_dir}: {exc.strerror}") from None
     agent = await build_agent(config, display, Needs(stt=True, tts=True, speaker=False))
     assert isinstance(agent.out, AudioBuffer)
+    agent.keep_shown = True
+    confirmer = SpeechConfirmer(config.vad.silero_threshold) if config.vad.silero_confirm else None
+    stop = _stop_on_signals()
     failed = 0
     try:
         for n, path in enumerate(inputs, start=1):
-            try:
-                audio = read_file(path)
-            except AudioFileError as exc:
-                display.error(str(exc))
-                failed += 1
-                continue
-            turn = agent.new_turn(str(path))
-            turn.audio = audio
-            turn.extra["audio_seconds"] = round(audio.seconds, 3)
-            turn.mark("stt_start")
-            heard = await agent.transcribe(audio)
-            turn.mark("stt_done")
-            if not heard.text:
-                display.note(f"(no speech heard in {path})")
-                continue
-            turn.text = heard.text
-            display.user(heard.text)
-            if await agent.respond(turn) is not None:
-                out = output_dir / f"reply-{n:03d}.wav"
-                write_wav(out, agent.out.take())
-                display.note(f"(reply written to {out})")
+            if display.closed or stop.is_set():
+                break
+            reply = output_dir / f"reply-{n:03d}.wav"
+            ok = await _until(_file_turn(agent, config, confirmer, path, reply), stop)
+            failed += ok is False
     finally:
-        await close(agent, display)
-    return 1 if failed or agent.failures else 0
+        saved = await close(agent, display)
+    return 1 if failed or agent.failures or not saved else 0
+
+
+async def _file_turn(
+    agent: Agent, config: Config, confirmer: SpeechConfirmer | None, path: Path, reply: Path
+) -> bool:
+    """One file as one turn; False when the file or the reply file failed (already told)."""
+    display = agent.display
+    assert isinstance(agent.out, AudioBuffer)
+    try:
+        audio = read_file(path, max_seconds=config.audio.max_file_s)
+    except AudioFileError as exc:
+        display.error(str(exc))
+        return False
+    turn = agent.new_turn(str(path))
+    turn.audio = audio
+    turn.extra["audio_seconds"] = round(audio.seconds, 3)
+    turn.mark("stt_start")
+    # the same check as a live utterance gets: silence and noise are no turn at all
+    speech = await asyncio.to_thread(confirmer.speech_only, audio) if confirmer else audio
+    heard = await agent.transcribe(speech) if speech is not None else None
+    turn.mark("stt_done")
+    if heard is None or not heard.text:
+        display.note(f"(no speech heard in {path})")
+        return True
+    turn.text = heard.text
+    display.user(heard.text)
+    agent.commit(turn)  # the file's words are final: kept even if the reply is cut off
+    if await agent.respond(turn) is None:
+        return True
+    try:
+        write_wav(reply, agent.out.take())
+    except (OSError, RuntimeError) as exc:  # soundfile raises RuntimeError subclasses
+        display.error(f"cannot write the reply to {reply}: {exc}")
+        return False
+    display.note(f"(reply written to {reply})")
+    return True
 
 
 async def run_text(config: Config, mute: bool, resume: Entry | None = None) -> int:
@@ -156,12 +189,14 @@ async def run_text(config: Config, mute: bool, resume: Entry | None = None) -> i
     display = Display()
     needs = Needs(stt=False, tts=not mute, speaker=not mute)
     agent = await build_agent(config, display, needs, resume)
+    agent.keep_shown = True  # the reply was read as it streamed in
     stop = _stop_on_signals()
     lines = _stdin_lines()
     try:
-        while True:
+        # closed: whoever read the replies has gone (| head)
+        while not display.closed and not stop.is_set():
             line = await _until(lines.get(), stop)
-            if not line:
+            if not line or stop.is_set():
                 break  # end of input, Ctrl+C or SIGTERM
             if line.strip():
                 turn = agent.new_turn("text")
@@ -170,8 +205,8 @@ async def run_text(config: Config, mute: bool, resume: Entry | None = None) -> i
                 agent.commit(turn)  # typed words are final: keep them even if cut off next
                 await _until(agent.respond(turn), stop)
     finally:
-        await close(agent, display)
-    return 1 if agent.failures else 0
+        saved = await close(agent, display)
+    return 1 if agent.failures or not saved else 0
 
 
 def _stdin_lines() -> asyncio.Queue[str]:
@@ -180,9 +215,23 @@ def _stdin_lines() -> asyncio.Queue[str]:
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[str] = asyncio.Queue()
 
+    def put(line: bytes) -> None:
+        # decoded leniently: a stray invalid byte must not end the session
+        loop.call_soon_threadsafe(queue.put_nowait, line.decode("utf-8", "replace"))
+
     def pump() -> None:
-        for line in sys.stdin:
-            loop.call_soon_threadsafe(queue.put_nowait, line)
+        # The file descriptor itself, not sys.stdin: a daemon thread blocked inside a
+        # buffered reader makes the interpreter abort at exit (it cannot take the reader's lock).
+        pending = b""
+        try:
+            while chunk := os.read(sys.stdin.fileno(), 65536):
+                *lines, pending = (pending + chunk).split(b"\n")
+                for line in lines:
+                    put(line + b"\n")
+        except (OSError, ValueError, AttributeError) as exc:  # stdin closed or absent
+            log.debug("stdin: %s", exc)
+        if pending:
+            put(pending)
         loop.call_soon_threadsafe(queue.put_nowait, "")
 
     threading.Thread(target=pump, name="stdin", daemon=True).start()
@@ -233,7 +282,8 @@ async def run_live(config: Config, push_to_talk: bool, resume: Entry | None = No
     )
     try:
         session = LiveSession(agent, config, display, mic, agent.out, push_to_talk)
-        return await session.run()
+        code = await session.run()
     finally:
         mic.close()
-        await close(agent, display)
+        saved = await close(agent, display)
+    return code if saved else 1

@@ -8,20 +8,24 @@ exactly when read, so any text round-trips:
   backslashes) gets one more leading backslash, so no text can forge a turn;
 - control characters other than newline and tab (ESC, BEL, CR, C1...) are written as
   ``\\xNN``, so ``cat`` on a transcript cannot drive the terminal; a backslash run already
-  followed by ``xNN`` in the text gets one more backslash.
+  followed by ``xNN`` in the text gets one more backslash, and backslashes right before a
+  control character are written ``\\x5c`` (else they would merge with its escape).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from voice_agent.errors import TranscriptError
+from voice_agent.safe_text import valid
 
 TITLE = "# Voice Conversation: "
 SEPARATOR = "---\n\n"
@@ -31,7 +35,7 @@ _TURN = re.compile(
     r"\*\*([A-Z][A-Z ]*):\*\*\n\n(.*?)\n\n---\n\n(?=\*\*[A-Z][A-Z ]*:\*\*\n\n|\Z)", re.DOTALL
 )
 _HEADER = re.compile(r"# Voice Conversation: (.*)\n\*(.*)\*\n\n---\n\n")
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_CONTROL = re.compile(r"(\\*)([\x00-\x08\x0b-\x1f\x7f-\x9f])")
 _HEX_ESCAPE = re.compile(r"(\\+)(x[0-9a-f]{2})")
 
 
@@ -49,12 +53,12 @@ class Transcript:
 
 
 def render_header(model: str, started: datetime) -> str:
-    return f"{TITLE}{_one_line(model)}\n*{started:%Y-%m-%d %H:%M:%S}*\n\n{SEPARATOR}"
+    return f"{TITLE}{escape(_one_line(model))}\n*{started:%Y-%m-%d %H:%M:%S}*\n\n{SEPARATOR}"
 
 
 def escape(text: str) -> str:
     text = _HEX_ESCAPE.sub(lambda m: "\\" + m.group(1) + m.group(2), text)
-    text = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+    text = _CONTROL.sub(lambda m: "\\x5c" * len(m.group(1)) + f"\\x{ord(m.group(2)):02x}", text)
     return _ROLE_LINE.sub(lambda m: "\\" + m.group(1) + m.group(2), text)
 
 
@@ -74,7 +78,7 @@ def render_turn(role: str, text: str) -> str:
 
 
 def render(transcript: Transcript) -> str:
-    head = f"{TITLE}{transcript.model}\n*{transcript.started}*\n\n{SEPARATOR}"
+    head = f"{TITLE}{escape(_one_line(transcript.model))}\n*{transcript.started}*\n\n{SEPARATOR}"
     return head + "".join(render_turn(t.role, t.text) for t in transcript.turns)
 
 
@@ -88,7 +92,7 @@ def parse(text: str, source: str = "transcript") -> Transcript:
     while (m := _TURN.match(text, pos)) is not None:
         turns.append(Turn(m.group(1), unescape(m.group(2))))
         pos = m.end()
-    return Transcript(header.group(1), header.group(2), tuple(turns))
+    return Transcript(unescape(header.group(1)), header.group(2), tuple(turns))
 
 
 def read(path: Path) -> Transcript:
@@ -103,6 +107,11 @@ class TranscriptWriter:
 
     The file is created at the first turn, so a session in which nothing was said leaves
     nothing behind; its name comes from the session's start time.
+
+    Writing never raises: a turn that cannot be written (disk full, folder gone or read-only)
+    stays in memory, in order, and is written at the next turn or at ``flush()`` when the
+    session ends. ``on_failure`` hears about the first failure and ``on_recovery`` about the
+    moment everything is on disk again; ``unwritten()`` is what is still only in memory.
     """
 
     def __init__(self, folder: Path, model: str, started: datetime, continues: str = "") -> None:
@@ -111,22 +120,52 @@ class TranscriptWriter:
         self.started = started
         self.continues = continues  # ID of the session this one picks up, named in the sidecar
         self.path: Path | None = None
+        self.failure = ""  # why the pending blocks could not be written; "" = all written
+        self.on_failure: Callable[[str], None] = lambda message: None
+        self.on_recovery: Callable[[], None] = lambda: None
+        self._pending: list[tuple[str, str]] = []  # (".md" or ".jsonl", text), oldest first
 
     def append(self, role: str, text: str) -> None:
-        if self.path is None:
-            self.path = self._create()
-        _append(self.path, render_turn(role, text))
+        self._pending.append((".md", render_turn(role, text)))
+        self.flush()
 
     def record(self, meta: dict[str, Any]) -> None:
         """Add one JSON line to the sidecar (timings, models, audio files) for a turn."""
-        if self.path is None:
-            self.path = self._create()
         line = json.dumps(meta, ensure_ascii=False, sort_keys=True, default=str) + "\n"
-        _append(self.path.with_suffix(".jsonl"), line)
+        self._pending.append((".jsonl", line))
+        self.flush()
+
+    def flush(self) -> bool:
+        """Write what is pending, in order; False when some of it still cannot be written."""
+        try:
+            if self._pending and self.path is None:
+                self.path = self._create()
+            while self._pending:
+                kind, text = self._pending[0]
+                assert self.path is not None
+                _append(self.path.with_suffix(kind), text)
+                self._pending.pop(0)
+        except TranscriptError as exc:
+            if not self.failure:
+                self.on_failure(str(exc))
+            self.failure = str(exc)
+            return False
+        if self.failure:
+            self.failure = ""
+            self.on_recovery()
+        return True
+
+    def unwritten(self) -> str:
+        """The turns only in memory, in transcript format (with a header), or ""."""
+        turns = "".join(text for kind, text in self._pending if kind == ".md")
+        return render_header(self.model, self.started) + turns if turns else ""
 
     def _create(self) -> Path:
         day = self.folder / f"{self.started:%Y}" / f"{self.started:%m}"
-        _private_dirs(self.folder, day)
+        try:
+            _private_dirs(self.folder, day)
+        except OSError as exc:
+            raise TranscriptError(_cannot_write(self.folder, exc)) from None
         stem = f"{self.started:%Y-%m-%d_%H%M%S}"
         for n in range(1, 1000):
             path = day / (stem if n == 1 else f"{stem}-{n}")
@@ -136,36 +175,50 @@ class TranscriptWriter:
             except FileExistsError:
                 continue  # another session started in the same second
             except OSError as exc:
-                raise TranscriptError(
-                    f"cannot create transcript in {day}: {exc.strerror}"
-                ) from None
+                raise TranscriptError(_cannot_write(day, exc)) from None
             try:
                 os.fchmod(fd, 0o600)
                 _write_all(fd, render_header(self.model, self.started))
+                _fsync_dir(day)
+            except OSError as exc:
+                path.unlink(missing_ok=True)  # tried again, whole, at the next turn
+                raise TranscriptError(_cannot_write(day, exc)) from None
             finally:
                 os.close(fd)
-            _fsync_dir(day)
             if self.continues:
                 meta = {"session": {"continues": self.continues}}
-                _append(path.with_suffix(".jsonl"), json.dumps(meta) + "\n")
+                self._pending.insert(0, (".jsonl", json.dumps(meta) + "\n"))
             return path
         raise TranscriptError(f"too many sessions started at {stem} in {day}")
 
 
+def _cannot_write(folder: Path, exc: OSError) -> str:
+    return f"cannot save the transcript in {folder}: {exc.strerror or exc}"
+
+
 def _append(path: Path, text: str) -> None:
+    """Append all of ``text`` or nothing: a write cut short (disk full) is undone, so the
+    file never holds half a turn that would hide the turns after it from a reader."""
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     except OSError as exc:
-        raise TranscriptError(f"cannot write transcript {path}: {exc.strerror}") from None
+        raise TranscriptError(_cannot_write(path.parent, exc)) from None
+    size = -1
     try:
+        size = os.fstat(fd).st_size
         os.fchmod(fd, 0o600)
         _write_all(fd, text)
+    except OSError as exc:
+        if size >= 0:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, size)
+        raise TranscriptError(_cannot_write(path.parent, exc)) from None
     finally:
         os.close(fd)
 
 
 def _write_all(fd: int, text: str) -> None:
-    data = text.encode("utf-8")
+    data = valid(text).encode("utf-8")
     while data:
         data = data[os.write(fd, data) :]
     os.fsync(fd)
