@@ -75,23 +75,23 @@ def read_file(path: Path, resample: bool = True, max_seconds: float | None = Non
                 raise _too_long(path, f.frames / rate, max_seconds)
             out_rate = SPEECH_RATE_HZ if resample else rate
             stream = None if rate == out_rate else soxr.ResampleStream(rate, out_rate, 1, "float32")
-            pieces: list[Pcm] = []
-            total = 0
+            kept = bytearray()  # grows in place (no second copy of the whole file at the end)
             for block in f.blocks(blocksize=rate, dtype="float32", always_2d=True):
                 mono = np.nan_to_num(block.mean(axis=1), nan=0.0, posinf=1.0, neginf=-1.0)
                 if stream is not None:
                     mono = stream.resample_chunk(mono)
-                pieces.append(from_float(mono))
-                total += len(pieces[-1])
-                if max_seconds is not None and total > max_seconds * out_rate:
+                kept += from_float(mono).tobytes()
+                if max_seconds is not None and len(kept) // 2 > max_seconds * out_rate:
                     raise _too_long(path, None, max_seconds)
             if stream is not None:
-                pieces.append(from_float(stream.resample_chunk(np.zeros(0, np.float32), last=True)))
+                kept += from_float(
+                    stream.resample_chunk(np.zeros(0, np.float32), last=True)
+                ).tobytes()
     except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
         raise AudioFileError(
             f"cannot read audio file {path}: {_reason(exc)}; use WAV, FLAC, OGG or MP3"
         ) from None
-    samples = np.concatenate(pieces) if pieces else np.zeros(0, np.int16)
+    samples = np.frombuffer(kept, dtype=np.int16)
     if len(samples) == 0:
         raise AudioFileError(f"audio file {path} holds no samples")
     return Audio(samples, out_rate)
