@@ -18,8 +18,9 @@ from voice_agent.errors import (
     LlmHttpError,
     LlmProtocolError,
 )
-from voice_agent.llm import ChatClient, Conversation, Message, ReplyChunk
+from voice_agent.llm import ChatClient, Conversation, Message
 from voice_agent.llm_endpoint import OPENROUTER_MODEL, OPENROUTER_URL, resolve
+from voice_agent.llm_reply import ReplyChunk
 
 KEY = "sk-SENTINEL-7f3a9c-never-show-me"
 

@@ -8,7 +8,7 @@ from conftest import clip, clips
 
 from voice_agent.audio import SPEECH_RATE_HZ, Audio, from_float, read_file
 from voice_agent.config import VadConfig
-from voice_agent.live import sounds_unfinished
+from voice_agent.turn_taking import sounds_unfinished
 from voice_agent.vad import (
     Endpointer,
     Event,

@@ -16,7 +16,7 @@ import numpy.typing as npt
 import soundfile
 import soxr
 
-from voice_agent.errors import AudioFileError
+from voice_agent.errors import AudioFileError, error_line
 
 SPEECH_RATE_HZ = 16_000
 Pcm = npt.NDArray[np.int16]
@@ -135,6 +135,6 @@ def write_private_flac(path: Path, audio: Audio) -> None:
 
 
 def _reason(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+    text = error_line(exc, last=True)
     # libsndfile repeats the path in its message; the path is already in ours.
     return text.split(": ", 1)[-1] if "Error opening" in text else text

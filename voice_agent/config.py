@@ -28,6 +28,14 @@ ENV_PREFIX = "VOICE_AGENT_"
 log = logging.getLogger(__name__)
 
 
+BUNDLED = "bundled"
+
+
+def is_bundled(name: str) -> bool:
+    """True for a model or voice setting that means the one installed with the agent."""
+    return name in ("", BUNDLED)
+
+
 @dataclass(frozen=True)
 class SttConfig:
     """Speech to text (faster-whisper)."""

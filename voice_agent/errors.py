@@ -57,6 +57,12 @@ class LlmProtocolError(LlmError):
     pass
 
 
+def error_line(exc: BaseException, last: bool = False) -> str:
+    """One line of a library's error message (its first, or its ``last``), or its type."""
+    lines = str(exc).strip().splitlines()
+    return (lines[-1] if last else lines[0]) if lines else type(exc).__name__
+
+
 _SPOKEN_BY_STATUS = {
     401: "the language model refused the API key",
     403: "the language model refused the API key",

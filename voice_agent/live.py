@@ -11,39 +11,46 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import re
-import signal
 import sys
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass
 
-from voice_agent.agent import Agent, Turn
+from voice_agent.agent import Agent
 from voice_agent.audio import SPEECH_RATE_HZ, Audio, concat, silence
 from voice_agent.config import Config
 from voice_agent.display import Display
 from voice_agent.mic import Frame, Microphone
+from voice_agent.recorder import Turn
 from voice_agent.speaker import Speaker
 from voice_agent.stt import Transcription
-from voice_agent.vad import (
-    Endpointer,
-    Paused,
-    Resumed,
-    SpeechConfirmer,
-    Started,
-    Utterance,
-    VoiceDetector,
-)
+from voice_agent.turn_taking import Ask, TurnEvent, TurnTaking
+from voice_agent.vad import Paused, Resumed, SpeechConfirmer, Started, Utterance, VoiceDetector
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class _Early:
+class _EarlyStt:
+    """Transcription started during the end-of-speech silence."""
+
     generation: int
-    started: float
+    started: float  # time.time()
     task: asyncio.Task[Transcription]
+    heard_at: float = 0.0  # time.time() when the words were ready
+
+
+@dataclass
+class PendingReply:
+    """The reply in flight: asked early (speculative, for one utterance) or for a whole turn."""
+
+    turn: Turn
+    task: asyncio.Task[None]
+    generation: int | None = None  # the utterance a speculative reply was asked for
+
+    @property
+    def speculative(self) -> bool:
+        return self.generation is not None
 
 
 class LiveSession:
@@ -63,42 +70,25 @@ class LiveSession:
         self.speaker = speaker
         self.push_to_talk = push_to_talk
         self.barge_in = config.audio.barge_in
-        self.endpointer = Endpointer(config.vad)
+        self.turns = TurnTaking(config.vad, config.reply)
         self.vad = VoiceDetector(config.vad.aggressiveness, config.vad.floor_dbfs)
         self.confirmer = (
             SpeechConfirmer(config.vad.silero_threshold) if config.vad.silero_confirm else None
         )
         if self.confirmer is not None:
             self.confirmer.has_speech(silence(0.5))  # loads the model now, not at the first turn
-        self.end_phrases = [_words(p) for p in config.reply.end_phrases.split(",") if p.strip()]
-        self.stop = asyncio.Event()
+        self.stop = asyncio.Event()  # the session replaces it with its signal handler's
         self.gate = asyncio.Event()  # set = the user is silent, the agent may speak
         self.gate.set()
         self._turn_lock = asyncio.Lock()
-        self._reply: asyncio.Task[object] | None = None
-        self._reply_turn: Turn | None = None
-        self._early: _Early | None = None
-        self._speculation: int | None = None  # generation whose reply started before its end
-        vad = config.vad
-        ask_at_ms = max(vad.hangover_ms - config.reply.speculative_lead_ms, vad.early_stt_ms)
-        self._speculate_after_s = (ask_at_ms - vad.early_stt_ms) / 1000  # after the early STT
+        self._pending: PendingReply | None = None
+        self._early: _EarlyStt | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._deaf = False
         self._undecided = 0  # utterances heard but not yet turned into a turn (or dropped)
 
     async def run(self) -> int:
-        loop = asyncio.get_running_loop()
-        interrupts = 0
-
-        def on_signal() -> None:
-            nonlocal interrupts
-            interrupts += 1
-            if interrupts > 1:
-                os._exit(130)  # a second Ctrl+C: the user wants out now
-            self.stop.set()
-
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, on_signal)
+        """Until ``stop`` is set (goodbye; the session's signal handler)."""
         listener = asyncio.create_task(self._listen_ptt() if self.push_to_talk else self._listen())
         self.display.status("listening")
         stopper = asyncio.create_task(self.stop.wait())
@@ -122,35 +112,39 @@ class LiveSession:
         if own_voice and not self.barge_in:
             if not self._deaf:
                 self._deaf = True
-                self.endpointer.reset()  # nothing heard before or during playback carries over
+                self.turns.reset()  # nothing heard before or during playback carries over
             self.gate.set()
             return
         self._deaf = False
         voiced = self.vad.is_speech(frame.samples)
-        for event in self.endpointer.feed(frame.samples, voiced):
-            if isinstance(event, Started):
-                log.debug(
-                    "speech started (frame captured %.3f s ago)",
-                    time.monotonic() - frame.captured_at,
-                )
-                self.display.status("hearing")
-                self._spawn(self.agent.chat.warm())  # the request will follow in seconds
-                if self.barge_in and self.speaker.playing:
-                    self._interrupt("barge-in")
-            elif isinstance(event, Paused) and self.config.reply.early_transcription:
-                self._start_early(event)
-            elif isinstance(event, Resumed):
-                self._cancel_early()
-                self._cancel_speculation()
-            elif isinstance(event, Utterance):
-                ended = time.time() - self.config.vad.hangover_ms / 1000 - self.mic.latency_s
-                self._undecided += 1
-                self._spawn(self._on_utterance(event, ended))
+        for event in self.turns.feed(frame.samples, voiced):
+            self._on_event(event, frame)
         self._update_gate()
+
+    def _on_event(self, event: TurnEvent, frame: Frame) -> None:
+        if isinstance(event, Started):
+            log.debug("speech started (frame captured %.3f s ago)",
+                      time.monotonic() - frame.captured_at)  # fmt: skip
+            self.display.status("hearing")
+            self._spawn(self.agent.chat.warm())  # the request will follow in seconds
+            if self.barge_in and self.speaker.playing:
+                self.speaker.stop()
+                self._drop_reply("barge-in")  # the agent records what was spoken
+        elif isinstance(event, Paused) and self.config.reply.early_transcription:
+            self._start_early(event)
+        elif isinstance(event, Resumed):
+            self._cancel_early()
+            if self._pending is not None and self._pending.speculative:
+                self._drop_reply("the user went on")  # nothing was shown, played or written
+        elif isinstance(event, Ask):
+            self._ask_early(event)
+        elif isinstance(event, Utterance):
+            self._undecided += 1
+            self._spawn(self._on_utterance(event, speech_end(frame, event)))
 
     def _update_gate(self) -> None:
         """The agent may speak when the user is silent and nothing they said is undecided."""
-        if self.endpointer.maybe_speech or self._undecided:
+        if self.turns.maybe_speech or self._undecided:
             self.gate.clear()
         else:
             self.gate.set()
@@ -158,63 +152,30 @@ class LiveSession:
     def _start_early(self, event: Paused) -> None:
         self._cancel_early()
         task = asyncio.create_task(self._hear(event.audio))
-        started = time.time()
-        self._early = _Early(event.generation, started, task)
-        extra = self.config.vad.unfinished_extra_ms
+        self._early = _EarlyStt(event.generation, time.time(), task)
 
-        def check(done: asyncio.Task[Transcription]) -> None:
+        def heard(done: asyncio.Task[Transcription]) -> None:
             if done.cancelled() or done.exception() is not None:
                 return
-            heard = done.result()
-            heard_at = time.time()
-            if extra and sounds_unfinished(heard.text):
-                self.endpointer.extend_hangover(event.generation, extra)
-            elif heard.text and self._may_speculate(event.generation, heard.text):
-                # not before the silence has lasted hangover - lead: a pause shorter than
-                # that is usually mid-thought, and a request sent then is only cancelled
-                due = started + self._speculate_after_s
-                asyncio.get_running_loop().call_later(
-                    max(0.0, due - heard_at), self._speculate_if_still, event, heard, heard_at
-                )
+            if self._early is not None and self._early.task is done:
+                self._early.heard_at = time.time()
+            for ask in self.turns.heard(event.generation, done.result().text):
+                self._ask_early(ask)
 
-        task.add_done_callback(check)
+        task.add_done_callback(heard)
 
-    def _speculate_if_still(self, event: Paused, heard: Transcription, heard_at: float) -> None:
-        if self._may_speculate(event.generation, heard.text):
-            self._speculate(event, heard, heard_at)
-
-    def _may_speculate(self, generation: int, text: str) -> bool:
-        """Ask the model before the hangover ends only for a plain next turn: the utterance
-        is still the pending one, no earlier reply waits to be merged, and it is no goodbye."""
-        waiting = self._reply_turn is not None and not self._reply_turn.committed
-        return (
-            self.config.reply.speculative_lead_ms > 0
-            and self._early is not None
-            and self._early.generation == generation
-            and not waiting
-            and not self._is_end_phrase(text)
-        )
-
-    def _speculate(self, event: Paused, heard: Transcription, heard_at: float) -> None:
-        """Send the request now; the reply is held (not shown, not played) until the
-        hangover completes, and cancelled if the user goes on speaking."""
-        assert self._early is not None
-        turn = self.agent.new_turn("microphone")
-        turn.text = heard.text
-        turn.audio = event.audio
+    def _ask_early(self, ask: Ask) -> None:
+        """Send the request before the hangover ends, for a plain next turn only (no earlier
+        reply waits to be merged); the reply is held, unseen and unheard, until the hangover
+        completes, and dropped if the user goes on speaking."""
+        waiting = self._pending is not None and not self._pending.turn.committed
+        if waiting or self._early is None or self._early.generation != ask.generation:
+            return
+        turn = Turn("microphone", ask.text, early_transcription=True, speculative=True)
         turn.mark("stt_start", self._early.started)
-        turn.mark("stt_done", heard_at)
-        turn.extra["early_transcription"] = True
-        turn.extra["speculative"] = True
-        log.debug("speculative request for generation %d", event.generation)
-        self._speculation = event.generation
-        self._reply_turn = turn
-        self._reply = asyncio.create_task(self._respond(turn))
-
-    def _cancel_speculation(self) -> None:
-        if self._speculation is not None:
-            self._speculation = None
-            self._interrupt("merge")  # nothing was shown, played or written: just drop it
+        turn.mark("stt_done", self._early.heard_at)
+        log.debug("speculative request for generation %d", ask.generation)
+        self._reply(turn, ask.generation)
 
     async def _hear(self, audio: Audio) -> Transcription:
         """Silero's second opinion, then the words; no words when Silero hears no speech."""
@@ -235,19 +196,20 @@ class LiveSession:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _on_utterance(self, u: Utterance, speech_end: float) -> None:
+    async def _on_utterance(self, u: Utterance, ended: float) -> None:
         try:
-            await self._take_utterance(u, speech_end)
+            await self._take_utterance(u, ended)
         finally:
             self._undecided -= 1
             self._update_gate()
 
-    async def _take_utterance(self, u: Utterance, speech_end: float) -> None:
+    async def _take_utterance(self, u: Utterance, ended: float) -> None:
         async with self._turn_lock:
             early = self._early if self._early and self._early.generation == u.generation else None
             self._early = None
-            if self._speculation == u.generation and self._reply_turn is not None:
-                self._adopt(self._reply_turn, u, speech_end)
+            pending = self._pending
+            if pending is not None and pending.generation == u.generation:
+                self._adopt(pending.turn, u, ended)
                 return
             if early is not None:
                 stt_start = early.started
@@ -260,73 +222,62 @@ class LiveSession:
                 log.info("no words in %.1f s of audio", u.audio.seconds)
                 return
             text, audio = heard.text, u.audio
-            merged = self._reply_turn
-            if merged is not None and not merged.committed and merged.audio is not None:
+            merged = pending is not None and not pending.turn.committed
+            if pending is not None and merged and pending.turn.audio is not None:
                 # the user went on before the reply started: one turn, transcribed whole
-                self._interrupt("merge")
-                audio = concat([merged.audio, u.audio], SPEECH_RATE_HZ)
+                self._drop_reply("merged with what the user said next")
+                audio = concat([pending.turn.audio, u.audio], SPEECH_RATE_HZ)
                 stt_start = time.time()
-                text = (await self.agent.transcribe(audio)).text or f"{merged.text} {text}"
-            turn = self.agent.new_turn("microphone")
-            turn.text = text
-            turn.audio = audio
-            turn.extra["audio_seconds"] = round(audio.seconds, 3)
-            turn.mark("speech_end", speech_end)
+                text = (await self.agent.transcribe(audio)).text or f"{pending.turn.text} {text}"
+            turn = Turn.spoken("microphone", audio, text)
+            turn.mark("speech_end", ended)
             turn.mark("stt_start", min(stt_start, time.time()))
             turn.mark("stt_done")
-            turn.extra["early_transcription"] = early is not None and merged is None
+            turn.early_transcription = early is not None and not merged
             self.display.user(text)
-            if self._is_end_phrase(text):
+            if self.turns.is_end_phrase(text):
                 self.agent.commit(turn)
                 self.display.note("(goodbye: session ended)")
                 self.stop.set()
                 return
             self.display.status("thinking")
-            self._reply_turn = turn
-            self._reply = asyncio.create_task(self._respond(turn))
+            self._reply(turn)
 
-    def _adopt(self, turn: Turn, u: Utterance, speech_end: float) -> None:
+    def _adopt(self, turn: Turn, u: Utterance, ended: float) -> None:
         """The hangover completed: the speculative reply is this turn's reply."""
-        self._speculation = None
+        assert self._pending is not None
+        self._pending.generation = None
         turn.audio = u.audio
-        turn.extra["audio_seconds"] = round(u.audio.seconds, 3)
-        turn.mark("speech_end", speech_end)
+        turn.audio_seconds = round(u.audio.seconds, 3)
+        turn.mark("speech_end", ended)
         self.display.user(turn.text)
         self.display.status("thinking")
+
+    def _reply(self, turn: Turn, generation: int | None = None) -> None:
+        self._pending = PendingReply(turn, asyncio.create_task(self._respond(turn)), generation)
 
     async def _respond(self, turn: Turn) -> None:
         await self.agent.respond(turn, self.gate)
         self.display.status("listening")
 
-    def _interrupt(self, reason: str) -> None:
-        """Cancel the reply in progress; the agent records what was spoken, if anything."""
-        self.speaker.stop()
-        if self._reply is not None and not self._reply.done():
-            log.info("reply cancelled: %s", reason)
-            self._reply.cancel()
-        self._reply = None
-        if reason == "merge":
-            self._reply_turn = None
+    def _drop_reply(self, why: str) -> None:
+        """Cancel the reply in flight; if any of it was spoken, the agent records that much."""
+        pending, self._pending = self._pending, None
+        if pending is not None and not pending.task.done():
+            log.info("reply cancelled: %s", why)
+            pending.task.cancel()
 
     async def _shutdown(self) -> None:
         for task in list(self._tasks):
             task.cancel()
         self._cancel_early()
-        turn = self._reply_turn
-        if self._reply is not None and not self._reply.done():
-            self._reply.cancel()
-            await asyncio.gather(self._reply, return_exceptions=True)
-        if turn is not None and not turn.committed and turn.text:
-            self.agent.commit(turn)  # what the user said is kept even if never answered
+        pending = self._pending
+        if pending is not None and not pending.task.done():
+            pending.task.cancel()
+            await asyncio.gather(pending.task, return_exceptions=True)
+        if pending is not None and not pending.turn.committed and pending.turn.text:
+            self.agent.commit(pending.turn)  # what the user said is kept even if never answered
         self.display.status("stopped")
-
-    def _is_end_phrase(self, text: str) -> bool:
-        said = _words(text)
-        return any(
-            said == p or (said[-len(p) :] == p and len(said) <= len(p) + 2)
-            for p in self.end_phrases
-            if p
-        )
 
     async def _listen_ptt(self) -> None:
         """Push to talk: Enter starts a turn, Enter again ends it (VAD not used)."""
@@ -348,7 +299,8 @@ class LiveSession:
                     enter.clear()
                     active = not active
                     if active:
-                        self._interrupt("push-to-talk")
+                        self.speaker.stop()
+                        self._drop_reply("push to talk")
                         self.gate.clear()
                         self.display.status("hearing")
                     elif recording:
@@ -363,25 +315,7 @@ class LiveSession:
             loop.remove_reader(sys.stdin.fileno())
 
 
-CONTINUATIONS = {
-    "and", "or", "but", "so", "because", "the", "a", "an", "to", "of", "with", "for", "in", "on",
-    "at", "my", "your", "our", "their", "that", "which", "who", "if", "when", "than", "is", "are",
-}  # fmt: skip
-
-
-def sounds_unfinished(text: str) -> bool:
-    """Whisper punctuates: a trailing comma, a dangling "and", or a longer phrase without a
-    closing full stop usually means the speaker paused mid-thought."""
-    stripped = text.strip()
-    if not stripped:
-        return False
-    if stripped[-1] in ",;:-\u2014\u2026" or stripped.endswith("..."):
-        return True
-    words = _words(stripped)
-    if words and words[-1] in CONTINUATIONS:
-        return True
-    return stripped[-1] not in ".!?\"'" and len(words) >= 4
-
-
-def _words(text: str) -> list[str]:
-    return re.sub(r"[^\w\s']", " ", text.lower()).split()
+def speech_end(frame: Frame, u: Utterance) -> float:
+    """``time.time()`` at which the user stopped speaking: the frame that ended the utterance,
+    less the silence the endpointer counted before it (the hangover, extended or not)."""
+    return time.time() - (time.monotonic() - frame.captured_at) - u.silence_s

@@ -11,11 +11,15 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from voice_agent.config import LlmConfig
 from voice_agent.errors import ConfigError
 from voice_agent.secret import Secret
+
+if TYPE_CHECKING:
+    from voice_agent.local_llm import LocalServer
 
 OPENROUTER_URL = "https://openrouter.ai/api/v1"
 OPENROUTER_MODEL = "z-ai/glm-4.7"
@@ -34,7 +38,6 @@ class Endpoint:
     model: str  # "" = ask the server (GET /models)
     provider: str  # human name for the start-up line
     api_key: Secret | None = field(default=None, repr=False)
-    api_key_env: str = ""
     max_tokens: int = 0  # 0 = leave the reply length to the server
     user: str = ""  # from a URL like http://user:password@host/v1, sent as HTTP basic auth
     password: Secret | None = field(default=None, repr=False)
@@ -47,6 +50,17 @@ class Endpoint:
     def secrets(self) -> list[str]:
         """Values that must never appear in anything shown or recorded."""
         return [s.reveal() for s in (self.api_key, self.password) if s]
+
+
+async def choose(config: LlmConfig, env: Mapping[str, str]) -> tuple[Endpoint, LocalServer | None]:
+    """The endpoint to talk to and, when it is the embedded model, the supervisor of its
+    server (start, readiness, restart after a crash, stop). The one place this is decided."""
+    endpoint = resolve(config, env)
+    if endpoint is not None:
+        return endpoint, None
+    from voice_agent.local_llm import local_endpoint  # it needs Endpoint from here
+
+    return await local_endpoint(config)
 
 
 def resolve(config: LlmConfig, env: Mapping[str, str]) -> Endpoint | None:
@@ -79,7 +93,7 @@ def resolve(config: LlmConfig, env: Mapping[str, str]) -> Endpoint | None:
             "use https, or a loopback address for a local server"
         )
     return Endpoint(
-        base, model, provider, Secret(key) if key else None, key_env, config.max_tokens,
+        base, model, provider, Secret(key) if key else None, config.max_tokens,
         user, Secret(password) if password else None,
     )  # fmt: skip
 

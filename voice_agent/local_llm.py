@@ -27,7 +27,7 @@ from pathlib import Path
 
 import httpx
 
-from voice_agent.config import LlmConfig
+from voice_agent.config import LlmConfig, is_bundled
 from voice_agent.errors import ConfigError, LlmConnectionError
 from voice_agent.llm_endpoint import Endpoint
 
@@ -71,7 +71,7 @@ def bundled_gguf() -> Path:
 
 
 def gguf_path(config: LlmConfig) -> Path:
-    if config.local_model in ("", "bundled"):
+    if is_bundled(config.local_model):
         return bundled_gguf()
     path = Path(config.local_model).expanduser()
     if not path.is_file():
@@ -91,11 +91,13 @@ class LocalServer:
         self.model = model
         self.context_tokens = context_tokens
         self._stderr_tail: collections.deque[str] = collections.deque(maxlen=20)
+        # one port for the session: a server started again after a crash answers at the same
+        # URL, so nothing that talks to it needs to know it was restarted
+        self.port = _free_loopback_port()
+        self.url = f"http://127.0.0.1:{self.port}/v1"
         self._start()
 
     def _start(self) -> None:
-        self.port = _free_loopback_port()
-        self.url = f"http://127.0.0.1:{self.port}/v1"
         self._ready = False
         command = [
             sys.executable, "-m", "llama_cpp.server",
@@ -126,10 +128,17 @@ class LocalServer:
         return self._process.poll() is None
 
     def restart(self) -> None:
-        """Start the server again after it died; it comes back on a new port (see ``url``)."""
+        """Start the server again after it died, on the same port."""
         log.warning("the embedded LLM server stopped (%s); starting it again", self._last_words())
         self.stop()
         self._start()
+
+    async def ensure_running(self) -> None:
+        """Before each request: a server that died mid-session is started again (hours of
+        conversation go on), and the request waits until it answers."""
+        if not self.alive:
+            self.restart()
+        await self.wait_ready()
 
     def endpoint(self, config: LlmConfig) -> Endpoint:
         return Endpoint(

@@ -13,7 +13,8 @@ import re
 from typing import Any
 
 # C0 controls except tab/newline, DEL, and C1 controls (which include the 8-bit CSI and OSC).
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+CONTROL = r"[\x00-\x08\x0b-\x1f\x7f-\x9f]"
+_CONTROL = re.compile(CONTROL)
 REPLACEMENT = "\ufffd"
 
 

@@ -10,6 +10,7 @@ reasoning) are held until they close.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 ABBREVIATIONS = {
     "mr", "mrs", "ms", "dr", "prof", "sr", "jr", "st", "mt", "vs", "etc", "e.g", "i.e", "eg",
@@ -24,31 +25,49 @@ _LIST_MARKER = re.compile(r"^\s*\d+[.)]$")
 MAX_PIECE_CHARS = 400  # a run-on without any boundary is still spoken in bounded pieces
 
 
+@dataclass(frozen=True)
+class Piece:
+    """A speakable piece and where it ends in the whole reply's text (so what was spoken of
+    an interrupted reply is known without searching the text for it)."""
+
+    text: str  # stripped of surrounding white space
+    end: int  # offset just after the piece's last character in the reply
+
+
 class SentenceSplitter:
     def __init__(self, first_fragment_chars: int = 0) -> None:
         self.first_fragment_chars = first_fragment_chars
         self._buf = ""
+        self._taken = 0  # characters of the reply consumed so far
         self._emitted = 0
 
     def feed(self, text: str) -> list[str]:
         """The pieces that ``text`` completes."""
-        self._buf += text
-        return self._drain(final=False)
+        return [p.text for p in self.feed_pieces(text)]
 
     def flush(self) -> list[str]:
         """The rest of the reply, once the stream has ended."""
+        return [p.text for p in self.flush_pieces()]
+
+    def feed_pieces(self, text: str) -> list[Piece]:
+        self._buf += text
+        return self._drain(final=False)
+
+    def flush_pieces(self) -> list[Piece]:
         return self._drain(final=True)
 
-    def _drain(self, final: bool) -> list[str]:
-        out: list[str] = []
+    def _drain(self, final: bool) -> list[Piece]:
+        out: list[Piece] = []
         while (piece := self._next(final)) is not None:
             if piece.strip():
-                out.append(piece.strip())
+                trailing = len(piece) - len(piece.rstrip())
+                out.append(Piece(piece.strip(), self._taken - trailing))
         self._emitted += len(out)
         return out
 
     def _take(self, n: int) -> str:
         piece, self._buf = self._buf[:n], self._buf[n:]
+        self._taken += len(piece)
         return piece
 
     def _next(self, final: bool) -> str | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -22,8 +23,8 @@ from voice_agent.config import Config
 from voice_agent.display import Display
 from voice_agent.errors import AudioFileError, VoiceAgentError
 from voice_agent.llm import ChatClient, Conversation
-from voice_agent.llm_endpoint import resolve
-from voice_agent.local_llm import local_endpoint
+from voice_agent.llm_endpoint import choose
+from voice_agent.recorder import Turn
 from voice_agent.speaker import AudioBuffer, AudioOut, Speaker
 from voice_agent.stt import WhisperStt
 from voice_agent.transcript import TranscriptWriter
@@ -42,30 +43,33 @@ class Needs:
 
 
 async def build_agent(
-    config: Config, display: Display, needs: Needs, resume: Entry | None = None
+    config: Config,
+    display: Display,
+    needs: Needs,
+    stack: contextlib.AsyncExitStack,
+    resume: Entry | None = None,
 ) -> Agent:
-    """Load what the mode needs; the models load in parallel (each is seconds of CPU).
+    """Load what the mode needs; the models load while the LLM is reached (each is seconds
+    of CPU). What is opened is closed by ``stack``, in reverse order.
 
     With ``resume``, the model's history starts with that session's turns (the history
     budget still applies) and the new transcript names the one it continues.
     """
     launched = time.perf_counter()
-    endpoint = resolve(config.llm, os.environ)
-    server = None
-    if endpoint is None:
-        endpoint, server = await local_endpoint(config.llm)
-    chat = ChatClient(endpoint, config.llm, server)
-    try:
-        llm_ready = chat.prime(config.llm.system_prompt) if server else chat.warm()
-        (stt, tts), model, _ = await asyncio.gather(
-            asyncio.to_thread(_load_models, config, needs), chat.ensure_model(), llm_ready
-        )
-    except BaseException:
-        await chat.aclose()
-        raise
+    endpoint, server = await choose(config.llm, os.environ)
+    if server is not None:
+        stack.push_async_callback(asyncio.to_thread, server.stop)
+    chat = ChatClient(endpoint, config.llm, server.ensure_running if server else None)
+    stack.push_async_callback(chat.aclose)
+    llm_ready = chat.prime(config.llm.system_prompt) if server else chat.warm()
+    (stt, tts), model, _ = await asyncio.gather(
+        asyncio.to_thread(_load_models, config, needs), chat.ensure_model(), llm_ready
+    )
     out: AudioOut | None = None
     if needs.speaker:
-        out = Speaker(config.audio.output_device, on_note=display.note)
+        speaker = Speaker(config.audio.output_device, on_note=display.note)
+        stack.callback(speaker.close)
+        out = speaker
     elif tts is not None:
         out = AudioBuffer(tts.rate_hz)
     display.note(f"LLM: {model} at {endpoint.shown_url} ({endpoint.provider})")
@@ -106,11 +110,9 @@ def _load_models(config: Config, needs: Needs) -> tuple[WhisperStt | None, Piper
     return stt, tts
 
 
-async def close(agent: Agent, display: Display) -> bool:
-    """End the session; False when some turns could not be saved (they are printed)."""
-    await agent.chat.aclose()
-    if isinstance(agent.out, Speaker):
-        agent.out.close()
+def finish(agent: Agent, display: Display) -> bool:
+    """The transcript's last word; False when some turns could not be saved (then they are
+    printed, so nothing said is lost)."""
     saved = agent.writer.flush()  # the last try for turns a full disk held back
     if not saved:
         display.error(
@@ -130,21 +132,23 @@ async def run_files(config: Config, inputs: Sequence[Path], output_dir: Path) ->
         output_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise VoiceAgentError(f"cannot create output folder {output_dir}: {exc.strerror}") from None
-    agent = await build_agent(config, display, Needs(stt=True, tts=True, speaker=False))
-    assert isinstance(agent.out, AudioBuffer)
-    agent.keep_shown = True
-    confirmer = SpeechConfirmer(config.vad.silero_threshold) if config.vad.silero_confirm else None
-    stop = _stop_on_signals()
     failed = 0
-    try:
-        for n, path in enumerate(inputs, start=1):
-            if display.closed or stop.is_set():
-                break
-            reply = output_dir / f"reply-{n:03d}.wav"
-            ok = await _until(_file_turn(agent, config, confirmer, path, reply), stop)
-            failed += ok is False
-    finally:
-        saved = await close(agent, display)
+    async with contextlib.AsyncExitStack() as stack:
+        needs = Needs(stt=True, tts=True, speaker=False)
+        agent = await build_agent(config, display, needs, stack)
+        agent.keep_shown = True
+        vad = config.vad
+        confirmer = SpeechConfirmer(vad.silero_threshold) if vad.silero_confirm else None
+        stop = _stop_on_signals()
+        try:
+            for n, path in enumerate(inputs, start=1):
+                if display.closed or stop.is_set():
+                    break
+                reply = output_dir / f"reply-{n:03d}.wav"
+                ok = await _until(_file_turn(agent, config, confirmer, path, reply), stop)
+                failed += ok is False
+        finally:
+            saved = finish(agent, display)
     return 1 if failed or agent.failures or not saved else 0
 
 
@@ -159,9 +163,7 @@ async def _file_turn(
     except AudioFileError as exc:
         display.error(str(exc))
         return False
-    turn = agent.new_turn(str(path))
-    turn.audio = audio
-    turn.extra["audio_seconds"] = round(audio.seconds, 3)
+    turn = Turn.spoken(str(path), audio)
     turn.mark("stt_start")
     # the same check as a live utterance gets: silence and noise are no turn at all
     speech = await asyncio.to_thread(confirmer.speech_only, audio) if confirmer else audio
@@ -173,7 +175,7 @@ async def _file_turn(
     turn.text = heard.text
     display.user(heard.text)
     agent.commit(turn)  # the file's words are final: kept even if the reply is cut off
-    if await agent.respond(turn) is None:
+    if not await agent.respond(turn):
         return True
     try:
         write_wav(reply, agent.out.take())
@@ -188,24 +190,24 @@ async def run_text(config: Config, mute: bool, resume: Entry | None = None) -> i
     """Typed turns from stdin, one line each, until end of input."""
     display = Display()
     needs = Needs(stt=False, tts=not mute, speaker=not mute)
-    agent = await build_agent(config, display, needs, resume)
-    agent.keep_shown = True  # the reply was read as it streamed in
-    stop = _stop_on_signals()
-    lines = _stdin_lines()
-    try:
-        # closed: whoever read the replies has gone (| head)
-        while not display.closed and not stop.is_set():
-            line = await _until(lines.get(), stop)
-            if not line or stop.is_set():
-                break  # end of input, Ctrl+C or SIGTERM
-            if line.strip():
-                turn = agent.new_turn("text")
-                turn.text = line.strip()
-                display.user(turn.text)
-                agent.commit(turn)  # typed words are final: keep them even if cut off next
-                await _until(agent.respond(turn), stop)
-    finally:
-        saved = await close(agent, display)
+    async with contextlib.AsyncExitStack() as stack:
+        agent = await build_agent(config, display, needs, stack, resume)
+        agent.keep_shown = True  # the reply was read as it streamed in
+        stop = _stop_on_signals()
+        lines = _stdin_lines()
+        try:
+            # closed: whoever read the replies has gone (| head)
+            while not display.closed and not stop.is_set():
+                line = await _until(lines.get(), stop)
+                if not line or stop.is_set():
+                    break  # end of input, Ctrl+C or SIGTERM
+                if line.strip():
+                    turn = Turn("text", line.strip())
+                    display.user(turn.text)
+                    agent.commit(turn)  # typed words are final: kept even if cut off next
+                    await _until(agent.respond(turn), stop)
+        finally:
+            saved = finish(agent, display)
     return 1 if agent.failures or not saved else 0
 
 
@@ -239,11 +241,18 @@ def _stdin_lines() -> asyncio.Queue[str]:
 
 
 def _stop_on_signals() -> asyncio.Event:
-    """Ctrl+C and SIGTERM end the session cleanly: turns in the transcript stay complete."""
+    """Ctrl+C and SIGTERM end the session cleanly: turns in the transcript stay complete. A
+    second one, in every mode, forces the exit at once (the user wants out now)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        if stop.is_set():
+            os._exit(130)
+        stop.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal)
     return stop
 
 
@@ -267,23 +276,21 @@ async def run_live(config: Config, push_to_talk: bool, resume: Entry | None = No
 
     launched = time.perf_counter()
     display = Display()
-    mic = Microphone(config.audio.input_device, config.vad.frame_ms, display.note)
-    mic.start()
-    try:
+    async with contextlib.AsyncExitStack() as stack:
+        mic = Microphone(config.audio.input_device, config.vad.frame_ms, display.note)
+        mic.start()
+        stack.callback(mic.close)
         needs = Needs(stt=True, tts=True, speaker=True)
-        agent = await build_agent(config, display, needs, resume)
-    except BaseException:
-        mic.close()
-        raise
-    assert isinstance(agent.out, Speaker)
-    display.note(
-        f"(microphone: {mic.name} at {mic.rate_hz} Hz; speaker: {agent.out.name}; "
-        f"ready in {time.perf_counter() - launched:.1f} s)"
-    )
-    try:
+        agent = await build_agent(config, display, needs, stack, resume)
+        assert isinstance(agent.out, Speaker)
+        display.note(
+            f"(microphone: {mic.name} at {mic.rate_hz} Hz; speaker: {agent.out.name}; "
+            f"ready in {time.perf_counter() - launched:.1f} s)"
+        )
         session = LiveSession(agent, config, display, mic, agent.out, push_to_talk)
-        code = await session.run()
-    finally:
-        mic.close()
-        saved = await close(agent, display)
+        session.stop = _stop_on_signals()
+        try:
+            code = await session.run()
+        finally:
+            saved = finish(agent, display)
     return code if saved else 1

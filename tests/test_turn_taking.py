@@ -1,0 +1,219 @@
+"""Turn-taking fed frames and transcripts in-process: when the model is asked early, when a
+pause mid-thought buys more silence, and where the recorded end of speech lies.
+
+The pure ``TurnTaking`` is fed a real clip frame by frame; ``LiveSession`` is fed the same
+frames in real time by a stand-in microphone (the room tests play them through PulseAudio),
+with scripted transcripts and a real loopback LLM server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import clip
+from llm_server import ScriptedLLM, Stream
+from room import Sink, ensure_pulseaudio
+
+from voice_agent.agent import Agent
+from voice_agent.audio import SPEECH_RATE_HZ, Audio, read_file
+from voice_agent.config import Config, LlmConfig, ReplyConfig, VadConfig
+from voice_agent.display import Display
+from voice_agent.live import LiveSession
+from voice_agent.llm import ChatClient, Conversation
+from voice_agent.llm_endpoint import resolve
+from voice_agent.mic import Frame
+from voice_agent.speaker import Speaker
+from voice_agent.stt import Transcription
+from voice_agent.transcript import TranscriptWriter, read
+from voice_agent.turn_taking import Ask, TurnTaking
+from voice_agent.vad import Paused, Resumed, Utterance, VoiceDetector
+
+FRAME = SPEECH_RATE_HZ * 20 // 1000
+
+
+def frames_of(*parts: Audio | float) -> list[np.ndarray]:
+    """20 ms frames of clips and seconds of silence, in order."""
+    pieces = [
+        p.samples if isinstance(p, Audio) else np.zeros(int(p * SPEECH_RATE_HZ), np.int16)
+        for p in parts
+    ]
+    samples = np.concatenate(pieces)
+    return [samples[i : i + FRAME] for i in range(0, len(samples) - FRAME + 1, FRAME)]
+
+
+def speech() -> Audio:
+    return read_file(clip("cards_001.wav").path)
+
+
+def run_turn_taking(frames: list[np.ndarray], texts: list[str], reply: ReplyConfig | None = None):  # type: ignore[no-untyped-def]
+    """Feed frames; each Paused is answered at once with the next scripted transcript."""
+    turns, vad = TurnTaking(VadConfig(), reply or ReplyConfig()), VoiceDetector(2)
+    events: list[tuple[int, object]] = []
+    script = list(texts)
+    for i, frame in enumerate(frames):
+        for e in turns.feed(frame, vad.is_speech(frame)):
+            events.append((i, e))
+            if isinstance(e, Paused) and script:
+                events += [(i, a) for a in turns.heard(e.generation, script.pop(0))]
+    return events
+
+
+def test_a_finished_transcript_asks_the_model_at_hangover_minus_lead() -> None:
+    events = run_turn_taking(frames_of(0.5, speech(), 2.0), ["Ten of clubs."])
+    [(paused_at, paused)] = [(i, e) for i, e in events if isinstance(e, Paused)]
+    [(asked_at, ask)] = [(i, e) for i, e in events if isinstance(e, Ask)]
+    [(ended_at, utterance)] = [(i, e) for i, e in events if isinstance(e, Utterance)]
+    assert isinstance(ask, Ask) and ask.text == "Ten of clubs."
+    assert ask.generation == paused.generation == utterance.generation  # type: ignore[attr-defined]
+    silence_start = paused_at - 200 // 20 + 1
+    assert asked_at - silence_start + 1 == (700 - 250) // 20  # 450 ms into the silence
+    assert ended_at - silence_start + 1 == 700 // 20
+    assert utterance.silence_s == pytest.approx(0.7)  # type: ignore[attr-defined]
+
+
+def test_an_unfinished_transcript_buys_more_silence_and_asks_nothing() -> None:
+    events = run_turn_taking(frames_of(0.5, speech(), 1.0, speech(), 2.5), ["Ten of,", "clubs."])
+    utterances = [e for _, e in events if isinstance(e, Utterance)]
+    assert len(utterances) == 1  # the 1.0 s pause did not end the turn (hangover 0.7 + 0.6)
+    assert any(isinstance(e, Resumed) for _, e in events)
+    assert [e.text for _, e in events if isinstance(e, Ask)] == ["clubs."]
+
+
+def test_the_silence_of_an_extended_hangover_is_reported_with_the_utterance() -> None:
+    events = run_turn_taking(frames_of(0.5, speech(), 2.5), ["I went to the shop and"])
+    [utterance] = [e for _, e in events if isinstance(e, Utterance)]
+    assert not any(isinstance(e, Ask) for _, e in events)
+    assert utterance.silence_s == pytest.approx(1.3)  # 700 ms + 600 ms for "and"
+
+
+def test_a_late_transcript_asks_at_once_and_a_goodbye_never_asks() -> None:
+    turns, vad = TurnTaking(VadConfig(), ReplyConfig()), VoiceDetector(2)
+    late: list[object] = []
+    paused = None
+    for frame in frames_of(0.5, speech(), 2.0):
+        for e in turns.feed(frame, vad.is_speech(frame)):
+            paused = e if isinstance(e, Paused) else paused
+            if isinstance(e, Utterance):
+                break
+        if paused is not None and turns.endpointer.silent_frames == 30:  # 600 ms: late
+            late = list(turns.heard(paused.generation, "Ten of clubs."))
+            break
+    assert [type(e) for e in late] == [Ask]
+    goodbye = run_turn_taking(frames_of(0.5, speech(), 2.0), ["OK, goodbye."])
+    assert not any(isinstance(e, Ask) for _, e in goodbye)
+
+
+class ScriptedStt:
+    """Transcripts in the order they are asked for (what the scenario says was heard)."""
+
+    name = "scripted stt"
+
+    def __init__(self, *texts: str) -> None:
+        self.texts = list(texts)
+
+    def transcribe(self, audio: Audio) -> Transcription:
+        text = self.texts.pop(0) if len(self.texts) > 1 else self.texts[0]
+        return Transcription(text, audio.seconds, 0.0)
+
+
+class FramesInRealTime:
+    """The microphone's part: frames at the pace they would be captured, each stamped."""
+
+    latency_s = 0.0
+
+    def __init__(self, frames: list[np.ndarray]) -> None:
+        self.frames_to_play = frames
+        self.fed_at: list[float] = []  # time.time() at which each frame was captured
+
+    async def frames(self) -> AsyncIterator[Frame]:
+        start = time.monotonic()
+        for i, samples in enumerate(self.frames_to_play):
+            await asyncio.sleep(max(0.0, start + (i + 1) * 0.02 - time.monotonic()))
+            self.fed_at.append(time.time())
+            yield Frame(samples, time.monotonic())
+        await asyncio.Event().wait()  # a live microphone never ends
+
+
+def live_turn(tmp_path: Path, frames: list[np.ndarray], stt: ScriptedStt, server: ScriptedLLM,
+              wait_s: float) -> tuple[FramesInRealTime, Path]:  # fmt: skip
+    """One LiveSession hearing ``frames``; the transcript path once ``wait_s`` has passed."""
+    mic = FramesInRealTime(frames)
+    config = Config(llm=LlmConfig(base_url=server.url, model="m"))
+
+    async def run() -> Path:
+        chat = ChatClient(resolve(config.llm, {}), config.llm)  # type: ignore[arg-type]
+        speaker = Speaker("")
+        writer = TranscriptWriter(tmp_path / "t", "m", __import__("datetime").datetime.now())
+        display = Display(io.StringIO(), io.StringIO())
+        agent = Agent(chat, Conversation("", 10_000), writer, display, config.reply, stt,
+                      None, speaker)  # type: ignore[arg-type]  # fmt: skip
+        session = LiveSession(agent, config, display, mic, speaker)  # type: ignore[arg-type]
+        asyncio.get_running_loop().call_later(wait_s, session.stop.set)
+        try:
+            await session.run()
+        finally:
+            speaker.close()
+            await chat.aclose()
+        assert writer.path is not None
+        return writer.path
+
+    ensure_pulseaudio()
+    sink = Sink("turns")
+    os.environ["PULSE_SINK"] = sink.name
+    try:
+        return mic, asyncio.run(run())
+    finally:
+        del os.environ["PULSE_SINK"]
+        sink.close()
+
+
+def last_voiced(frames: list[np.ndarray]) -> int:
+    vad = VoiceDetector(2)
+    return max(i for i, f in enumerate(frames) if vad.is_speech(f))
+
+
+def records(md: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in md.with_suffix(".jsonl").read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_the_end_of_speech_is_where_the_voice_stopped_even_after_a_longer_hangover(
+    tmp_path: Path,
+) -> None:
+    frames = frames_of(0.5, speech(), 3.0)
+    with ScriptedLLM(Stream("Go on.")) as server:
+        mic, md = live_turn(tmp_path, frames, ScriptedStt("I went to the shop and"), server, 8)
+    [record] = records(md)
+    ended = record["events"]["speech_end"]  # type: ignore[index]
+    # the hangover was extended to 1.3 s ("and" sounds unfinished): the end of speech is
+    # still the last voiced frame, not 1.3 s - 0.7 s later
+    assert ended == pytest.approx(mic.fed_at[last_voiced(frames)], abs=0.06)
+
+
+@pytest.mark.slow
+def test_an_early_reply_is_adopted_or_dropped_as_the_user_goes_on(tmp_path: Path) -> None:
+    # finished-sounding words, then silence: the request leaves early and is adopted
+    with ScriptedLLM(Stream("Noted.")) as server:
+        _, md = live_turn(tmp_path / "a", frames_of(0.5, speech(), 3.0),
+                          ScriptedStt("Ten of clubs."), server, 7)  # fmt: skip
+        assert len(server.requests) == 1
+    [record] = records(md)
+    assert record["speculative"] is True
+    assert [t.text for t in read(md).turns] == ["Ten of clubs.", "Noted."]
+    # the user goes on after 0.55 s (past the ask point at 0.45 s): that request is dropped
+    # and the whole utterance is one turn, answered once
+    slow = Stream("Both parts noted.", first_token_delay_s=0.3)
+    with ScriptedLLM(slow) as server:
+        _, md = live_turn(tmp_path / "b", frames_of(0.5, speech(), 0.55, speech(), 3.0),
+                          ScriptedStt("Ten of clubs.", "Ten of clubs. Ten of clubs."), server,
+                          10)  # fmt: skip
+        assert len(server.requests) == 2
+    assert [t.text for t in read(md).turns] == ["Ten of clubs. Ten of clubs.", "Both parts noted."]

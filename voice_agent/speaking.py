@@ -1,0 +1,159 @@
+"""One reply, from the model to the speaker, while the model is still writing.
+
+    model chunks -> shown -> SentenceSplitter (pieces that know where they end in the reply)
+                 -> speakable text (speech_text) -> Piper -> output, in order
+
+Two tasks: one reads the stream and cuts pieces, one voices them, so synthesis of a piece
+overlaps the model writing the next. ``gate`` holds back the first sound (and the text) while
+the user is still talking. What of an interrupted reply was spoken is known from each played
+piece's end offset and how much of its audio reached the output.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from voice_agent.audio import Audio
+from voice_agent.config import ReplyConfig
+from voice_agent.display import Display
+from voice_agent.errors import LlmError
+from voice_agent.llm_reply import ReplyChunk
+from voice_agent.recorder import Turn
+from voice_agent.sentences import Piece, SentenceSplitter
+from voice_agent.speaker import AudioOut
+from voice_agent.speech_text import for_speech
+
+INTERRUPTED = " [interrupted]"
+
+
+class ReplyPipeline:
+    def __init__(
+        self,
+        turn: Turn,
+        config: ReplyConfig,
+        display: Display,
+        synthesize: Callable[[str], Awaitable[Audio]] | None,
+        out: AudioOut | None,
+        gate: asyncio.Event | None,
+        commit: Callable[[], None],
+    ) -> None:
+        self.turn = turn
+        self.config = config
+        self.display = display
+        self.synthesize = synthesize
+        self.out = out
+        self.gate = gate
+        self.commit = commit  # the user's turn goes into the transcript as the reply starts
+        self.parts: list[str] = []
+        self.played: list[Piece] = []  # in output order: the index is the output's tag
+        self.finish = "incomplete"
+        self._held: list[str] = []  # reply text not shown yet: the user may not have finished
+        self._queue: asyncio.Queue[Piece | None] = asyncio.Queue()
+        self._splitter = SentenceSplitter(config.first_fragment_chars)
+
+    @property
+    def text(self) -> str:
+        """The reply as received so far."""
+        return "".join(self.parts)
+
+    async def run(self, chunks: AsyncIterator[ReplyChunk]) -> str:
+        """Show and speak the whole reply; its finish reason."""
+        producer = asyncio.create_task(self._produce(chunks))
+        speaker = asyncio.create_task(self._speak())
+        try:
+            await producer
+            await speaker
+        finally:
+            producer.cancel()
+            speaker.cancel()
+        if not self.text.strip():
+            raise LlmError("the LLM sent an empty reply")
+        if self.gate is not None:
+            await self.gate.wait()
+        self.commit()
+        if self.out is not None:
+            await self.out.drained()
+            first = self.out.first_sound_at()
+            if first is not None:
+                self.turn.mark("first_audio_out", first)
+        if self.finish == "incomplete":
+            self.display.note("(the reply was cut off: the connection ended early)")
+        return self.finish
+
+    def kept(self, shown: bool) -> str:
+        """What the user got of an interrupted reply, marked: what was shown when they read
+        it (``shown``), else what was spoken, ending mid-piece on a word boundary."""
+        if shown or self.out is None:
+            text = self.text
+            return (text.rstrip() + "\u2026" if text.strip() else "") + INTERRUPTED
+        text, start, kept = self.text, 0, ""
+        for tag, piece in enumerate(self.played):
+            fraction = self.out.played_fraction(tag)
+            if fraction >= 0.999:
+                kept, start = text[: piece.end], piece.end
+                continue
+            words = text[start : piece.end].split()
+            heard = words[: int(len(words) * fraction)]
+            if heard:
+                kept = (kept + " " + " ".join(heard)).strip() + "\u2026"
+            break
+        return kept.strip() + INTERRUPTED
+
+    def _show(self, text: str) -> None:
+        if self.gate is not None and not self.gate.is_set():
+            self._held.append(text)
+            return
+        if self._held:
+            self.display.reply_text("".join(self._held))
+            self._held.clear()
+        if text:
+            self.display.reply_text(text)
+
+    async def _produce(self, chunks: AsyncIterator[ReplyChunk]) -> None:
+        self.turn.mark("request_sent")
+        async for chunk in chunks:
+            if chunk.text:
+                self.turn.mark("first_token")
+                self.parts.append(chunk.text)
+                self._show(chunk.text)
+                if self.config.streaming:
+                    for piece in self._splitter.feed_pieces(chunk.text):
+                        await self._queue_piece(piece)
+            if chunk.finish_reason is not None:
+                self.finish = chunk.finish_reason
+        self.turn.mark("reply_done")
+        if self.config.streaming:
+            rest = self._splitter.flush_pieces()
+        else:
+            rest = [Piece(self.text, len(self.text))]
+        for piece in rest:
+            await self._queue_piece(piece)
+        await self._queue.put(None)
+        if self._held and self.gate is not None:
+            await self.gate.wait()
+            self._show("")
+        self.display.reply_end()
+
+    async def _queue_piece(self, piece: Piece) -> None:
+        self.turn.mark("first_sentence_ready")
+        await self._queue.put(piece)
+
+    async def _speak(self) -> None:
+        while (piece := await self._queue.get()) is not None:
+            speakable = for_speech(piece.text)
+            if not speakable or self.synthesize is None:
+                continue
+            started = time.perf_counter()
+            audio = await self.synthesize(speakable)
+            self.turn.add_tts(time.perf_counter() - started, audio.seconds)
+            self.turn.mark("first_audio_ready")
+            if self.gate is not None:
+                await self.gate.wait()
+            self.commit()
+            if self.out is not None:
+                tag = len(self.played)
+                self.played.append(piece)
+                self.out.enqueue(audio, tag)
+                self.turn.reply_audio.append((tag, audio))

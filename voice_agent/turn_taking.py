@@ -1,0 +1,133 @@
+"""Turn-taking on the frame clock: when to transcribe early, when to ask the model early, and
+how long the user has been silent when their turn ends.
+
+``TurnTaking`` wraps the ``Endpointer`` (which finds where utterances start and end) and adds
+what depends on the words: an early transcript that sounds unfinished ("I went to the shop
+and") buys the user more silence; one that sounds finished lets the request go
+``reply.speculative_lead_ms`` before the hangover ends (``Ask``). Everything is counted in
+frames as they are fed, never on a wall clock, so the same frames and transcripts always give
+the same decisions, in a test as in the room.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from voice_agent.audio import Audio, Pcm
+from voice_agent.config import ReplyConfig, VadConfig
+from voice_agent.vad import Endpointer, Event, Paused, Resumed, Started, Utterance
+
+
+@dataclass(frozen=True)
+class Ask:
+    """Send the request now: the early transcript sounds finished and the silence has lasted
+    hangover - lead. The utterance may still go on (then ``Resumed`` follows)."""
+
+    generation: int
+    audio: Audio
+    text: str
+
+
+TurnEvent = Event | Ask
+
+
+@dataclass
+class _Early:
+    """The pending utterance as the early transcription saw it."""
+
+    generation: int
+    audio: Audio
+    text: str | None = None  # None until transcribed
+    may_ask: bool = False
+    asked: bool = False
+
+
+class TurnTaking:
+    def __init__(self, vad: VadConfig, reply: ReplyConfig) -> None:
+        self.endpointer = Endpointer(vad)
+        self.frame_ms = vad.frame_ms
+        self.unfinished_extra_ms = vad.unfinished_extra_ms
+        self.speculate = reply.early_transcription and reply.speculative_lead_ms > 0
+        # not before the silence has lasted hangover - lead: a shorter pause is usually
+        # mid-thought, and a request sent then is only cancelled
+        ask_at_ms = max(vad.hangover_ms - reply.speculative_lead_ms, vad.early_stt_ms)
+        self._ask_frames = max(1, ask_at_ms // vad.frame_ms)
+        self.end_phrases = [words(p) for p in reply.end_phrases.split(",") if p.strip()]
+        self._early: _Early | None = None
+
+    @property
+    def maybe_speech(self) -> bool:
+        return self.endpointer.maybe_speech
+
+    def reset(self) -> None:
+        """Forget everything heard (the agent's own voice was playing)."""
+        self.endpointer.reset()
+        self._early = None
+
+    def feed(self, frame: Pcm, voiced: bool) -> list[TurnEvent]:
+        events: list[TurnEvent] = []
+        for event in self.endpointer.feed(frame, voiced):
+            events.append(event)
+            if isinstance(event, Paused):
+                self._early = _Early(event.generation, event.audio)
+            elif isinstance(event, (Started, Resumed, Utterance)):
+                self._early = None
+        if self._early is not None and self.endpointer.silent_frames >= self._ask_frames:
+            events += self._ask_if_ready()
+        return events
+
+    def heard(self, generation: int, text: str) -> list[Ask]:
+        """The early transcript of ``generation`` is ready; an ``Ask`` if it is due already."""
+        early = self._early
+        if early is None or early.generation != generation:
+            return []  # the user went on speaking meanwhile: stale
+        early.text = text
+        if self.unfinished_extra_ms and sounds_unfinished(text):
+            self.endpointer.extend_hangover(generation, self.unfinished_extra_ms)
+            return []
+        early.may_ask = self.speculate and bool(text) and not self.is_end_phrase(text)
+        if self.endpointer.silent_frames >= self._ask_frames:
+            return self._ask_if_ready()
+        return []
+
+    def _ask_if_ready(self) -> list[Ask]:
+        early = self._early
+        if early is None or early.asked or not early.may_ask or early.text is None:
+            return []
+        early.asked = True
+        return [Ask(early.generation, early.audio, early.text)]
+
+    def is_end_phrase(self, text: str) -> bool:
+        """ "goodbye", "ok goodbye", "goodbye then": the phrase, with at most two words before."""
+        said = words(text)
+        return any(
+            said == p or (said[-len(p) :] == p and len(said) <= len(p) + 2)
+            for p in self.end_phrases
+            if p
+        )
+
+
+CONTINUATIONS = {
+    "and", "or", "but", "so", "because", "the", "a", "an", "to", "of", "with", "for", "in", "on",
+    "at", "my", "your", "our", "their", "that", "which", "who", "if", "when", "than", "is", "are",
+}  # fmt: skip
+
+
+def sounds_unfinished(text: str) -> bool:
+    """Whisper punctuates: a trailing comma, a dangling "and", or a longer phrase without a
+    closing full stop usually means the speaker paused mid-thought."""
+    stripped = text.strip()
+    if not stripped:
+        return False
+    if stripped[-1] in ",;:-\u2014\u2026" or stripped.endswith("..."):
+        return True
+    said = words(stripped)
+    if said and said[-1] in CONTINUATIONS:
+        return True
+    return stripped[-1] not in ".!?\"'" and len(said) >= 4
+
+
+def words(text: str) -> list[str]:
+    """Lower-case words without punctuation, for matching what was said."""
+    return re.sub(r"[^\w\s']", " ", text.lower()).split()
