@@ -26,6 +26,7 @@ from voice_agent.speaking import ReplyPipeline
 from voice_agent.stt import SpeechToText, Transcription
 from voice_agent.transcript import TranscriptWriter
 from voice_agent.tts import TextToSpeech
+from voice_agent.vad import SpeechConfirmer
 
 log = logging.getLogger(__name__)
 UNEXPECTED_SPOKEN = "Sorry, something went wrong with that answer. The details are on the screen."
@@ -53,6 +54,7 @@ class Agent:
         self.tts = tts
         self.out = out
         self.recorder = TurnRecorder(writer, conversation, lambda: self.models)
+        self.confirmer: SpeechConfirmer | None = None  # Silero, when utterances need checking
         self.failures = 0
         self.speak_notices = False  # say errors aloud (a live speaker, not a reply file)
         self.keep_audio = False  # transcripts.save_audio: FLAC of each utterance and reply
@@ -71,6 +73,15 @@ class Agent:
 
     def commit(self, turn: Turn) -> None:
         self.recorder.commit(turn)
+
+    async def hear(self, audio: Audio) -> Transcription:
+        """Silero's second opinion, then the words; no words when Silero hears no speech."""
+        if self.confirmer is not None and not await asyncio.to_thread(
+            self.confirmer.has_speech, audio
+        ):
+            log.info("%.1f s of audio rejected by Silero VAD", audio.seconds)
+            return Transcription("", audio.seconds, 0.0)
+        return await self.transcribe(audio)
 
     async def transcribe(self, audio: Audio) -> Transcription:
         assert self.stt is not None, "audio turns need a speech recogniser"

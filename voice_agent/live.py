@@ -11,21 +11,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass
 
 from voice_agent.agent import Agent
-from voice_agent.audio import SPEECH_RATE_HZ, Audio, concat, silence
+from voice_agent.audio import SPEECH_RATE_HZ, concat
 from voice_agent.config import Config
 from voice_agent.display import Display
 from voice_agent.mic import Frame, Microphone
+from voice_agent.push_to_talk import push_to_talk
 from voice_agent.recorder import Turn
 from voice_agent.speaker import Speaker
 from voice_agent.stt import Transcription
 from voice_agent.turn_taking import Ask, TurnEvent, TurnTaking
-from voice_agent.vad import Paused, Resumed, SpeechConfirmer, Started, Utterance, VoiceDetector
+from voice_agent.vad import Paused, Resumed, Started, Utterance, VoiceDetector
 
 log = logging.getLogger(__name__)
 
@@ -72,11 +72,6 @@ class LiveSession:
         self.barge_in = config.audio.barge_in
         self.turns = TurnTaking(config.vad, config.reply)
         self.vad = VoiceDetector(config.vad.aggressiveness, config.vad.floor_dbfs)
-        self.confirmer = (
-            SpeechConfirmer(config.vad.silero_threshold) if config.vad.silero_confirm else None
-        )
-        if self.confirmer is not None:
-            self.confirmer.has_speech(silence(0.5))  # loads the model now, not at the first turn
         self.stop = asyncio.Event()  # the session replaces it with its signal handler's
         self.gate = asyncio.Event()  # set = the user is silent, the agent may speak
         self.gate.set()
@@ -89,7 +84,8 @@ class LiveSession:
 
     async def run(self) -> int:
         """Until ``stop`` is set (goodbye; the session's signal handler)."""
-        listener = asyncio.create_task(self._listen_ptt() if self.push_to_talk else self._listen())
+        listening = push_to_talk(self) if self.push_to_talk else self._listen()
+        listener = asyncio.create_task(listening)
         self.display.status("listening")
         stopper = asyncio.create_task(self.stop.wait())
         done, _ = await asyncio.wait({listener, stopper}, return_when=asyncio.FIRST_COMPLETED)
@@ -128,8 +124,7 @@ class LiveSession:
             self.display.status("hearing")
             self._spawn(self.agent.chat.warm())  # the request will follow in seconds
             if self.barge_in and self.speaker.playing:
-                self.speaker.stop()
-                self._drop_reply("barge-in")  # the agent records what was spoken
+                self.interrupt("barge-in")  # the agent records what was spoken
         elif isinstance(event, Paused) and self.config.reply.early_transcription:
             self._start_early(event)
         elif isinstance(event, Resumed):
@@ -140,7 +135,7 @@ class LiveSession:
             self._ask_early(event)
         elif isinstance(event, Utterance):
             self._undecided += 1
-            self._spawn(self._on_utterance(event, speech_end(frame, event)))
+            self.take(event, speech_end(frame, event))
 
     def _update_gate(self) -> None:
         """The agent may speak when the user is silent and nothing they said is undecided."""
@@ -151,7 +146,7 @@ class LiveSession:
 
     def _start_early(self, event: Paused) -> None:
         self._cancel_early()
-        task = asyncio.create_task(self._hear(event.audio))
+        task = asyncio.create_task(self.agent.hear(event.audio))
         self._early = _EarlyStt(event.generation, time.time(), task)
 
         def heard(done: asyncio.Task[Transcription]) -> None:
@@ -177,19 +172,20 @@ class LiveSession:
         log.debug("speculative request for generation %d", ask.generation)
         self._reply(turn, ask.generation)
 
-    async def _hear(self, audio: Audio) -> Transcription:
-        """Silero's second opinion, then the words; no words when Silero hears no speech."""
-        if self.confirmer is not None and not await asyncio.to_thread(
-            self.confirmer.has_speech, audio
-        ):
-            log.info("%.1f s of audio rejected by Silero VAD", audio.seconds)
-            return Transcription("", audio.seconds, 0.0)
-        return await self.agent.transcribe(audio)
-
     def _cancel_early(self) -> None:
         if self._early is not None:
             self._early.task.cancel()
             self._early = None
+
+    def take(self, u: Utterance, ended: float) -> None:
+        """An utterance to turn into a turn (or drop): decided in order, one at a time."""
+        self._undecided += 1
+        self._spawn(self._on_utterance(u, ended))
+
+    def interrupt(self, why: str) -> None:
+        """Silence the agent and drop its reply in flight (the user takes the floor)."""
+        self.speaker.stop()
+        self._drop_reply(why)
 
     def _spawn(self, coro: Coroutine[object, object, None]) -> None:
         task = asyncio.create_task(coro)
@@ -217,7 +213,7 @@ class LiveSession:
             else:
                 self._cancel_early()
                 stt_start = time.time()
-                heard = await self._hear(u.audio)
+                heard = await self.agent.hear(u.audio)
             if not heard.text:
                 log.info("no words in %.1f s of audio", u.audio.seconds)
                 return
@@ -278,41 +274,6 @@ class LiveSession:
         if pending is not None and not pending.turn.committed and pending.turn.text:
             self.agent.commit(pending.turn)  # what the user said is kept even if never answered
         self.display.status("stopped")
-
-    async def _listen_ptt(self) -> None:
-        """Push to talk: Enter starts a turn, Enter again ends it (VAD not used)."""
-        recording: list[Audio] = []
-        active = False
-        frames = self.mic.frames()
-        loop = asyncio.get_running_loop()
-        enter = asyncio.Event()
-
-        def on_enter() -> None:
-            sys.stdin.readline()
-            enter.set()
-
-        loop.add_reader(sys.stdin.fileno(), on_enter)
-        self.display.note("(push to talk: press Enter to start speaking, Enter again to stop)")
-        try:
-            async for frame in frames:
-                if enter.is_set():
-                    enter.clear()
-                    active = not active
-                    if active:
-                        self.speaker.stop()
-                        self._drop_reply("push to talk")
-                        self.gate.clear()
-                        self.display.status("hearing")
-                    elif recording:
-                        audio = concat(recording, SPEECH_RATE_HZ)
-                        recording = []
-                        u = Utterance(audio, -1, audio.seconds)
-                        self._undecided += 1
-                        self._spawn(self._on_utterance(u, time.time()))
-                if active:
-                    recording.append(Audio(frame.samples, SPEECH_RATE_HZ))
-        finally:
-            loop.remove_reader(sys.stdin.fileno())
 
 
 def speech_end(frame: Frame, u: Utterance) -> float:

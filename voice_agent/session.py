@@ -62,7 +62,7 @@ async def build_agent(
     chat = ChatClient(endpoint, config.llm, server.ensure_running if server else None)
     stack.push_async_callback(chat.aclose)
     llm_ready = chat.prime(config.llm.system_prompt) if server else chat.warm()
-    (stt, tts), model, _ = await asyncio.gather(
+    (stt, tts, confirmer), model, _ = await asyncio.gather(
         asyncio.to_thread(_load_models, config, needs), chat.ensure_model(), llm_ready
     )
     out: AudioOut | None = None
@@ -88,26 +88,32 @@ async def build_agent(
             conversation.add("user" if turn.role == "USER" else "assistant", turn.text)
         display.note(f"(continuing {resume.id}: {len(resume.transcript.turns)} earlier turns)")
     agent = Agent(chat, conversation, writer, display, config.reply, stt, tts, out)
+    agent.confirmer = confirmer
     agent.keep_audio = config.transcripts.save_audio
     agent.speak_notices = needs.speaker
     return agent
 
 
-def _load_models(config: Config, needs: Needs) -> tuple[WhisperStt | None, PiperTts | None]:
+def _load_models(
+    config: Config, needs: Needs
+) -> tuple[WhisperStt | None, PiperTts | None, SpeechConfirmer | None]:
     """Load and warm the models one after the other, while the LLM connection is checked.
 
     One at a time because loading needs about twice a model's resident size for a moment:
     in parallel those peaks add up (measured: 445 MB against 370 MB one after the other).
     Each runs one inference, so the first turn does not pay for lazy initialisation.
     """
-    stt = tts = None
+    stt = tts = confirmer = None
     if needs.stt:
         stt = WhisperStt(config.stt)
         stt.transcribe(silence(1.0))
+        if config.vad.silero_confirm:
+            confirmer = SpeechConfirmer(config.vad.silero_threshold)
+            confirmer.has_speech(silence(0.5))
     if needs.tts:
         tts = PiperTts(config.tts)
         tts.synthesize("Hello.")
-    return stt, tts
+    return stt, tts, confirmer
 
 
 def finish(agent: Agent, display: Display) -> bool:
@@ -137,24 +143,20 @@ async def run_files(config: Config, inputs: Sequence[Path], output_dir: Path) ->
         needs = Needs(stt=True, tts=True, speaker=False)
         agent = await build_agent(config, display, needs, stack)
         agent.keep_shown = True
-        vad = config.vad
-        confirmer = SpeechConfirmer(vad.silero_threshold) if vad.silero_confirm else None
         stop = _stop_on_signals()
         try:
             for n, path in enumerate(inputs, start=1):
                 if display.closed or stop.is_set():
                     break
                 reply = output_dir / f"reply-{n:03d}.wav"
-                ok = await _until(_file_turn(agent, config, confirmer, path, reply), stop)
+                ok = await _until(_file_turn(agent, config, path, reply), stop)
                 failed += ok is False
         finally:
             saved = finish(agent, display)
     return 1 if failed or agent.failures or not saved else 0
 
 
-async def _file_turn(
-    agent: Agent, config: Config, confirmer: SpeechConfirmer | None, path: Path, reply: Path
-) -> bool:
+async def _file_turn(agent: Agent, config: Config, path: Path, reply: Path) -> bool:
     """One file as one turn; False when the file or the reply file failed (already told)."""
     display = agent.display
     assert isinstance(agent.out, AudioBuffer)
@@ -166,6 +168,7 @@ async def _file_turn(
     turn = Turn.spoken(str(path), audio)
     turn.mark("stt_start")
     # the same check as a live utterance gets: silence and noise are no turn at all
+    confirmer = agent.confirmer
     speech = await asyncio.to_thread(confirmer.speech_only, audio) if confirmer else audio
     heard = await agent.transcribe(speech) if speech is not None else None
     turn.mark("stt_done")
