@@ -134,7 +134,6 @@ class LiveSession:
         elif isinstance(event, Ask):
             self._ask_early(event)
         elif isinstance(event, Utterance):
-            self._undecided += 1
             self.take(event, speech_end(frame, event))
 
     def _update_gate(self) -> None:
