@@ -252,18 +252,21 @@ def _rms(samples: np.ndarray) -> np.ndarray:
 
 
 def _found(recording: np.ndarray, clip_samples: np.ndarray, window_s: float = 0.25) -> float:
-    """The share of the clip's voiced quarter seconds that appear in the recording (normalised
-    correlation of at least 0.8 at the best offset), so a glitch only loses its window."""
+    """The share of the clip's voiced quarter seconds that appear in the recording: normalised
+    cross-correlation of at least 0.8 at the best offset, so a glitch only loses its window."""
     w = int(window_s * SPEECH_RATE_HZ)
     windows = [clip_samples[i : i + w] for i in range(0, len(clip_samples) - w + 1, w)]
     voiced = [x for x in windows if np.sqrt(np.mean(x.astype(np.float64) ** 2)) > 300]
     rec = recording.astype(np.float64)
+    energy = np.concatenate([[0.0], np.cumsum(rec**2)])
+    local = np.sqrt(np.maximum(energy[w:] - energy[:-w], 1e-9))  # ||rec[k:k+w]|| for each k
+    size = 1 << (len(rec) + w - 1).bit_length()
+    spectrum = np.fft.rfft(rec, size)
     found = 0
     for x in voiced:
-        at = _locate(recording, x)
-        seg, ref = rec[at : at + w], x.astype(np.float64)
-        denom = np.linalg.norm(seg) * np.linalg.norm(ref)
-        found += bool(denom) and float(np.dot(seg, ref) / denom) >= 0.8
+        ref = x.astype(np.float64)
+        corr = np.fft.irfft(spectrum * np.conj(np.fft.rfft(ref, size)), size)[: len(local)]
+        found += float(np.max(corr / (local * np.linalg.norm(ref)))) >= 0.8
     return found / len(voiced) if voiced else 0.0
 
 
@@ -461,9 +464,10 @@ def test_saved_audio_is_kept_privately_and_plays_back_in_the_room(
     # word of the four may be misheard)
     said = WhisperStt(SttConfig()).transcribe(kept["reply"]).text
     assert wer(["Seven of clubs, noted."], [said]) <= 0.25, said
-    # ...and exactly that audio reached the room: the quarter seconds of speech of both files
-    # are found in the recording (its words are too fragile to read: under load tiny.en
-    # heard "7f clobs" for "seven of clubs"; a playback glitch loses only its window)
+    # ...and exactly that audio reached the room: its quarter seconds of speech are found in
+    # the recording (its words are too fragile to read: under load tiny.en heard "7f clobs"
+    # for "seven of clubs"). A copy correlates at 0.99-1.0 in every window, unrelated speech
+    # in none; a window hit by a playback glitch is lost, the rest still count.
     for kind, audio in kept.items():
         assert _found(heard, audio.samples) >= 0.75, kind
     missing = run_cli("--transcripts-dir", str(tmp_path / "t"), "transcripts", "play", "2026",
