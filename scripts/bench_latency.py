@@ -5,8 +5,10 @@ A benchmark, not a test: it prints a table and writes JSON. The real agent runs 
 in a PulseAudio room (the user's voice on the left channel, the agent's on the right, one
 recording on one clock) against a scripted loopback LLM that answers its first token after
 ``--first-token`` seconds and then ``--rate`` words per second. Clips from the public speech
-set are played as the user; latency is read from the room recording itself: the last voiced
-frame of the clip to the first sample of the reply. The same run is repeated in the
+set are played as the user; latency is read from the room recording itself: from the end of
+the clip's last word (Whisper's word alignment) to the first sample of the reply. The old
+marker, the last frame webrtcvad calls voiced (0.08-0.46 s after the last word), is printed
+beside it for comparison. The same run is repeated in the
 sequential order (whole reply, then whole synthesis, then playback; no early transcription)
 for comparison. Needs PulseAudio (scripts/setup.sh test installs it).
 """
@@ -32,16 +34,24 @@ sys.path.insert(0, str(ROOT / "tests"))
 from conftest import clips  # noqa: E402
 from llm_server import ScriptedLLM, Stream  # noqa: E402
 from room import AgentProcess, Headset, Recorder, as_wav, ensure_pulseaudio, play  # noqa: E402
+from speech_marks import energy_end, last_voiced_end, last_word_end  # noqa: E402
 
 from voice_agent.audio import SPEECH_RATE_HZ, read_file  # noqa: E402
 from voice_agent.config import VadConfig  # noqa: E402
-from voice_agent.vad import VoiceDetector  # noqa: E402
 
+# The first sentence sets how soon sound can start: 13 words and no early comma, the shape
+# of a real model's opening (a short opening clause would flatter the figures).
 REPLY = (
-    "That is a good question, and the short answer is yes. Most people find that a few "
-    "minutes of practice each day is enough to notice a difference within a week. If you "
-    "want, I can suggest a simple routine to start with tomorrow morning."
+    "Most people notice a real difference after about a week of daily practice. A few "
+    "minutes each morning is enough to start, and it gets easier every day. If you want, I "
+    "can suggest a simple routine for tomorrow."
 )
+MARKERS = {
+    "last word (Whisper alignment)": last_word_end,
+    "last word (energy, -34 dBFS)": energy_end,
+    "old: last webrtcvad voiced frame": last_voiced_end,
+}
+PRIMARY = next(iter(MARKERS))
 FRAME = SPEECH_RATE_HZ // 100  # 10 ms windows for level analysis
 LOUD_RMS = 300.0  # about -40 dBFS: the reply has started / is sounding
 
@@ -106,7 +116,9 @@ def run(mode: str, chosen: list[Any], args: argparse.Namespace) -> dict[str, Any
         "to_listening_s": round(to_listening, 2),
         "idle_cpu_percent": round(idle_cpu, 2),
         "peak_rss_mb": round(peak_rss_mb, 1),
-        "latency_s": [round(x, 3) for x in latencies],
+        "latency_s": [round(x, 3) for x in latencies[PRIMARY]],
+        "latency_by_marker_s": {k: [round(x, 3) for x in v] for k, v in latencies.items()},
+        "stt_s": [r["stages"]["stt"] for r in records if "stt" in r.get("stages", {})],
         "longest_gap_in_reply_s": [round(x, 3) for x in gaps],
         "stages_median_s": stage_medians(records),
     }
@@ -159,29 +171,26 @@ def locate(haystack: np.ndarray, needle: np.ndarray, after: int) -> int:
     return after + int(np.argmax(corr[: len(h) - len(needle) + 1]))
 
 
-def last_voiced_end(samples: np.ndarray) -> int:
-    config = VadConfig()
-    vad = VoiceDetector(config.aggressiveness, config.floor_dbfs)
-    n = SPEECH_RATE_HZ * config.frame_ms // 1000
-    ends = [i + n for i in range(0, len(samples) - n + 1, n) if vad.is_speech(samples[i : i + n])]
-    return ends[-1]
-
-
-def measure(recording: np.ndarray, chosen: list[Any]) -> tuple[list[float], list[float]]:
+def measure(recording: np.ndarray, chosen: list[Any]) -> tuple[dict[str, list[float]], list[float]]:
+    """Per end-of-speech marker, the latency of each clip's reply; and the longest silence
+    inside each reply."""
     user, agent = recording[:, 0], recording[:, 1]
     agent_loud = rms(agent) > LOUD_RMS
-    latencies, gaps = [], []
+    latencies: dict[str, list[float]] = {name: [] for name in MARKERS}
+    gaps = []
     pos = 0
     for c in chosen:
         voice = read_file(c.path).samples
         start = locate(user, voice, pos)
-        speech_end = start + last_voiced_end(voice)
         pos = start + len(voice)
-        onset_frames = np.flatnonzero(agent_loud[speech_end // FRAME :])
+        ends = {k: start + round(mark(c.path) * SPEECH_RATE_HZ) for k, mark in MARKERS.items()}
+        earliest = min(ends.values())
+        onset_frames = np.flatnonzero(agent_loud[earliest // FRAME :])
         if onset_frames.size == 0:
             continue
-        first = speech_end // FRAME + int(onset_frames[0])
-        latencies.append((first * FRAME - speech_end) / SPEECH_RATE_HZ)
+        first = earliest // FRAME + int(onset_frames[0])
+        for name, end in ends.items():
+            latencies[name].append((first * FRAME - end) / SPEECH_RATE_HZ)
         # the reply runs until 1.5 s of quiet; its longest inner silence is the longest
         # quiet stretch that sound follows
         quiet_run, longest, i = 0, 0, first
@@ -223,6 +232,7 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> None
         else f"first token after {args.first_token:.2f} s, {args.rate:.0f} words/s"
     )
     print(f"LLM: {llm}; hangover {hangover:.2f} s; {len(s['latency_s'])} clips")
+    print(f"reply: {REPLY!r}")
     rows = [
         ("end of speech -> first audio, median (s)", "median", hangover + 0.35),
         ("end of speech -> first audio, p90 (s)", "p90", None),
@@ -246,6 +256,16 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> None
         b = f"{budget:.2f}" if budget is not None else ""
         print(f"{label:48}{values[0]:>11.2f}{values[1]:>12.2f}{b:>9}")
     print(f"{'sequential / streaming, median':48}{ratio:>11.2f}{'':>12}{'2.00':>9}")
+    print("\nstreaming latency by end-of-speech marker (s):")
+    print(f"  {'marker':40}{'median':>8}{'p90':>8}{'max':>8}")
+    for name, values in s["latency_by_marker_s"].items():
+        print(f"  {name:40}{statistics.median(values):>8.2f}{pct(values, 90):>8.2f}"
+              f"{max(values):>8.2f}")  # fmt: skip
+    stt = s["stt_s"]
+    print(
+        f"\nSTT per turn (sidecar, s): median {statistics.median(stt):.3f}, "
+        f"p99 {pct(stt, 99):.3f}, max {max(stt):.3f}"
+    )
     print("\nper-stage medians from the sidecar (s):")
     for name in s["stages_median_s"]:
         print(f"  {name:34}{s['stages_median_s'][name]:>8.3f}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import threading
 import time
@@ -102,16 +103,24 @@ class WhisperStt:
         """Blocking; call from a worker thread."""
         started = time.perf_counter()
         samples = audio.resampled(SPEECH_RATE_HZ).as_float32()
-        text, dropped = self._words(samples, self.config.window_s)
-        if self.config.window_s < WHISPER_WINDOW_S and repeats_itself(text):
-            # A short window now and then sends a tiny model into a loop ("noted, 7 of
-            # clubs, noted, 7 of..."): any repeated phrase is checked with the full window.
-            log.debug("repeated phrase in %r: transcribing with the full window", text)
-            text, dropped = self._words(samples, WHISPER_WINDOW_S)
-        return Transcription(text, audio.seconds, time.perf_counter() - started, dropped)
+        budget = token_budget(audio.seconds)
+        heard = self._words(samples, self.config.window_s, budget)
+        if self.config.window_s < WHISPER_WINDOW_S and heard.looped:
+            # A short window now and then sends a tiny model into a loop ("10 of clubs 10 of
+            # clubs 10 of..."); the full window does not.
+            log.debug("decoding loop in %r: transcribing with the full window", heard.text)
+            heard = self._words(samples, WHISPER_WINDOW_S, budget)
+        elapsed = time.perf_counter() - started
+        return Transcription(heard.text, audio.seconds, elapsed, heard.dropped)
 
-    def _words(self, samples: npt.NDArray[np.float32], window_s: float) -> tuple[str, int]:
-        """The recognised text and how many no-speech segments were dropped."""
+    def _words(self, samples: npt.NDArray[np.float32], window_s: float, budget: int) -> _Decoded:
+        """One greedy pass, at most ``budget`` tokens.
+
+        No temperature fallback: on a loop faster-whisper would decode up to five more times
+        at rising temperatures, each to the token limit; a two-word turn took 2.7 s that way
+        (measured, cards_001 with 0.6 s of lead-in). A loop is redone once with the full
+        window instead, and the token budget bounds every pass.
+        """
         # faster-whisper decodes lazily: the segments are taken while the window is set
         with _padded_to(round(window_s * 100)):
             segments = list(
@@ -125,10 +134,18 @@ class WhisperStt:
                     without_timestamps=True,
                     no_speech_threshold=self.config.no_speech_threshold,
                     log_prob_threshold=self.config.log_prob_threshold,
+                    temperature=0.0,
+                    max_new_tokens=budget,
                 )[0]
             )
         kept: list[str] = []
         dropped = 0
+        looped = any(
+            seg.compression_ratio > LOOP_COMPRESSION_RATIO
+            or len(seg.tokens) >= budget
+            or repeats_in_a_row(seg.text)
+            for seg in segments
+        )
         for seg in segments:
             if (
                 seg.no_speech_prob > self.config.no_speech_threshold
@@ -139,15 +156,38 @@ class WhisperStt:
                 continue
             kept.append(seg.text.strip())
         text = " ".join(t for t in kept if t)
-        return (text if has_words(text) else ""), dropped
+        return _Decoded((text if has_words(text) else ""), dropped, looped)
 
 
-def repeats_itself(text: str, n: int = 3) -> bool:
-    """True when some run of ``n`` words occurs twice: the mark of a decoding loop (and,
-    now and then, of a speaker who repeats themselves)."""
+@dataclass(frozen=True)
+class _Decoded:
+    text: str
+    dropped: int  # segments rejected by the hallucination guard
+    looped: bool  # too repetitive, or stopped by the token budget
+
+
+def repeats_in_a_row(text: str, times: int = 3) -> bool:
+    """True when a phrase of up to six words comes ``times`` times in a row ("10 of clubs 10
+    of clubs 10 of clubs"): a decoding loop too short for the compression ratio to show.
+    Speakers repeat themselves too ("no, no, no"); they then only cost one more pass."""
     said = words(text)
-    grams = [tuple(said[i : i + n]) for i in range(len(said) - n + 1)]
-    return len(set(grams)) < len(grams)
+    for n in range(1, 7):
+        for i in range(len(said) - n * times + 1):
+            phrase = said[i : i + n]
+            if all(said[i + k * n : i + (k + 1) * n] == phrase for k in range(1, times)):
+                return True
+    return False
+
+
+# Whisper's own threshold for "too repetitive" (gzip compression ratio of the text).
+LOOP_COMPRESSION_RATIO = 2.4
+
+
+def token_budget(seconds: float) -> int:
+    """Most tokens a turn of this length can need: fast speech is about 4 words (5-6
+    tokens) a second; 8 a second plus 10 leaves room for numbers and punctuation, and stops
+    a decoding loop after a fraction of a second instead of at Whisper's 448 tokens."""
+    return min(400, 10 + math.ceil(8 * seconds))
 
 
 _WINDOW_LOCK = threading.Lock()
