@@ -205,6 +205,12 @@ def measure(recording: np.ndarray, chosen: list[Any]) -> tuple[dict[str, list[fl
     return latencies, gaps
 
 
+def machine_name() -> str:
+    cpu = Path("/proc/cpuinfo").read_text().split("model name", 1)[1].split(":", 1)[1]
+    return f"{cpu.splitlines()[0].strip()}, {len(os.sched_getaffinity(0))} cores, " \
+           f"Python {platform.python_version()}"  # fmt: skip
+
+
 def stage_medians(records: list[dict[str, Any]]) -> dict[str, float]:
     names = sorted({k for r in records for k in r.get("stages", {})})
     return {
@@ -222,9 +228,7 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> None
     s = results["streaming"]
     q = results.get("sequential", s)  # --streaming-only: the sequential column repeats it
     ratio = statistics.median(q["latency_s"]) / statistics.median(s["latency_s"])
-    cpu = Path("/proc/cpuinfo").read_text().split("model name", 1)[1].split(":", 1)[1]
-    machine = f"{cpu.splitlines()[0].strip()}, {len(os.sched_getaffinity(0))} cores, " \
-              f"Python {platform.python_version()}"  # fmt: skip
+    machine = machine_name()
     print(f"\nvoice-agent latency on {machine}")
     llm = (
         "the embedded model (SmolLM2-135M in llama.cpp)"
