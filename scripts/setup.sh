@@ -49,11 +49,14 @@ export CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF}"
 export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}"
 # Reinstall only when the project's dependency list or the extras changed.
 stamp=".venv/.voice-agent-installed"
-want="$(sha256sum pyproject.toml | cut -d' ' -f1) $extras"
+want="$(cat pyproject.toml requirements/end-of-turn.txt | sha256sum | cut -d' ' -f1) $extras"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "setup: installing Python packages into .venv (the first time builds llama.cpp:" \
     "about 7 minutes on 2 cores)" >&2
   .venv/bin/python -m pip install --quiet --upgrade pip >&2
   .venv/bin/python -m pip install --quiet -e ".$extras" >&2
+  # The end-of-turn model's wheel, without its dependencies (see the file for why).
+  .venv/bin/python -m pip install --quiet --no-deps --require-hashes \
+    -r requirements/end-of-turn.txt >&2
   echo "$want" > "$stamp"
 fi

@@ -123,7 +123,7 @@ def test_extended_hangover_bridges_a_mid_thought_pause() -> None:
         for e in ep.feed(frame, vad.is_speech(frame)):
             events.append(e)
             if isinstance(e, Paused) and len([x for x in events if isinstance(x, Paused)]) == 1:
-                ep.extend_hangover(e.generation, 600)  # as the live loop does for "ten of,"
+                ep.set_hangover(e.generation, 1300)  # as the live loop does for "ten of,"
     assert len([e for e in events if isinstance(e, Utterance)]) == 1
 
 

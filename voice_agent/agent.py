@@ -17,6 +17,7 @@ from typing import TypeVar
 from voice_agent.audio import Audio
 from voice_agent.config import ReplyConfig
 from voice_agent.display import Display
+from voice_agent.end_of_turn import EndOfTurn
 from voice_agent.errors import LlmHttpError, VoiceAgentError, spoken
 from voice_agent.llm import ChatClient, Conversation, Message, is_context_error
 from voice_agent.llm_reply import ReplyChunk
@@ -55,6 +56,7 @@ class Agent:
         self.out = out
         self.recorder = TurnRecorder(writer, conversation, lambda: self.models)
         self.confirmer: SpeechConfirmer | None = None  # Silero, when utterances need checking
+        self.end_of_turn: EndOfTurn | None = None  # Smart Turn, when pauses are judged
         self.failures = 0
         self.speak_notices = False  # say errors aloud (a live speaker, not a reply file)
         self.keep_audio = False  # transcripts.save_audio: FLAC of each utterance and reply
@@ -82,6 +84,17 @@ class Agent:
             log.info("%.1f s of audio rejected by Silero VAD", audio.seconds)
             return Transcription("", audio.seconds, 0.0)
         return await self.transcribe(audio)
+
+    async def judge(self, audio: Audio) -> float | None:
+        """The probability that the user has finished speaking; None without a model (or if it
+        fails: then the silence alone decides, as without one)."""
+        if self.end_of_turn is None:
+            return None
+        try:
+            return await asyncio.to_thread(self.end_of_turn.complete, audio)
+        except Exception:  # ONNX Runtime's own types; the turn must go on regardless
+            log.debug("end-of-turn model failed", exc_info=True)
+            return None
 
     async def transcribe(self, audio: Audio) -> Transcription:
         assert self.stt is not None, "audio turns need a speech recogniser"

@@ -93,6 +93,11 @@ class VadConfig:
     preroll_ms: int = 600  # audio kept from before the start, so no first word is clipped
     hangover_ms: int = 700  # silence that ends an utterance
     unfinished_extra_ms: int = 600  # more silence allowed when the words so far sound unfinished
+    end_of_turn: str = "model"  # "model": Smart Turn judges each pause; "silence": hangover only
+    end_of_turn_model: str = "bundled"  # Smart Turn v3.2 from the pipecat-ai wheel, or a path
+    unfinished_below: float = 0.5  # Smart Turn probability under which more is coming
+    finished_at: float = 0.8  # Smart Turn probability from which the turn is over
+    finished_hangover_ms: int = 700  # silence that ends a turn the model and the words call over
     early_stt_ms: int = 200  # silence after which transcription starts, before the hangover ends
     min_speech_ms: int = 250  # shorter voiced blips (clicks, coughs) are dropped
     max_utterance_s: float = 30.0  # longer speech is cut and transcribed

@@ -37,6 +37,9 @@ RANGES: dict[str, tuple[float, float]] = {
     "vad.hangover_ms": (100, 10_000),
     "vad.unfinished_extra_ms": (0, 10_000),
     "vad.early_stt_ms": (10, 10_000),
+    "vad.unfinished_below": (0.0, 1.0),
+    "vad.finished_at": (0.0, 1.0),
+    "vad.finished_hangover_ms": (20, 10_000),
     "vad.min_speech_ms": (0, 10_000),
     "vad.max_utterance_s": (1.0, 600.0),
     "vad.silero_threshold": (0.0, 1.0),
@@ -47,6 +50,7 @@ RANGES: dict[str, tuple[float, float]] = {
 }
 # Numbers that only take some values within their range.
 CHOICES: dict[str, tuple[int, ...]] = {"vad.frame_ms": (10, 20, 30)}
+WORDS: dict[str, tuple[str, ...]] = {"vad.end_of_turn": ("model", "silence")}
 
 
 def coerce(section: str, cls: type[Any], name: str, value: Any, source: str) -> Any:
@@ -70,7 +74,10 @@ def coerce(section: str, cls: type[Any], name: str, value: Any, source: str) -> 
             raise ConfigError(f"{source}: {key} must be a string, got {_shown(value)}")
         if key == "llm.api_key_env":
             _check_variable_name(value, source)
-        return value
+        if key in WORDS and value.strip().lower() not in WORDS[key]:
+            allowed = " or ".join(f'"{w}"' for w in WORDS[key])
+            raise ConfigError(f"{source}: {key} must be {allowed}, got {_shown(value)}")
+        return value.strip().lower() if key in WORDS else value
     if kind is bool:
         return _boolean(value, key, source)
     number = _number(kind, value, key, source)

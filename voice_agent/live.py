@@ -146,17 +146,20 @@ class LiveSession:
     def _start_early(self, event: Paused) -> None:
         self._cancel_early()
         task = asyncio.create_task(self.agent.hear(event.audio))
-        self._early = _EarlyStt(event.generation, time.time(), task)
+        early = self._early = _EarlyStt(event.generation, time.time(), task)
+        task.add_done_callback(lambda _: setattr(early, "heard_at", time.time()))
+        self._spawn(self._decide_early(early, event))
 
-        def heard(done: asyncio.Task[Transcription]) -> None:
-            if done.cancelled() or done.exception() is not None:
-                return
-            if self._early is not None and self._early.task is done:
-                self._early.heard_at = time.time()
-            for ask in self.turns.heard(event.generation, done.result().text):
-                self._ask_early(ask)
-
-        task.add_done_callback(heard)
+    async def _decide_early(self, early: _EarlyStt, event: Paused) -> None:
+        """The end-of-turn model's verdict (a few tens of ms, beside Whisper), then the early
+        transcript: together they decide how much more silence ends the turn."""
+        finished = await self.agent.judge(event.audio)
+        try:
+            heard = await early.task
+        except (asyncio.CancelledError, Exception):  # cancelled (the user went on), or failed
+            return  # (a failure is reported when the utterance needs the transcript)
+        for ask in self.turns.heard(event.generation, heard.text, finished):
+            self._ask_early(ask)
 
     def _ask_early(self, ask: Ask) -> None:
         """Send the request before the hangover ends, for a plain next turn only (no earlier
@@ -206,9 +209,11 @@ class LiveSession:
             if pending is not None and pending.generation == u.generation:
                 self._adopt(pending.turn, u, ended)
                 return
+            stt_done = None
             if early is not None:
                 stt_start = early.started
                 heard = await early.task
+                stt_done = early.heard_at  # not when the hangover ended: that is later
             else:
                 self._cancel_early()
                 stt_start = time.time()
@@ -222,12 +227,12 @@ class LiveSession:
                 # the user went on before the reply started: one turn, transcribed whole
                 self._drop_reply("merged with what the user said next")
                 audio = concat([pending.turn.audio, u.audio], SPEECH_RATE_HZ)
-                stt_start = time.time()
+                stt_start, stt_done = time.time(), None
                 text = (await self.agent.transcribe(audio)).text or f"{pending.turn.text} {text}"
             turn = Turn.spoken("microphone", audio, text)
             turn.mark("speech_end", ended)
             turn.mark("stt_start", min(stt_start, time.time()))
-            turn.mark("stt_done")
+            turn.mark("stt_done", stt_done or None)
             turn.early_transcription = early is not None and not merged
             self.display.user(text)
             if self.turns.is_end_phrase(text):

@@ -16,11 +16,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import TypeVar
 
+from voice_agent import end_of_turn
 from voice_agent.agent import Agent
 from voice_agent.archive import Entry
 from voice_agent.audio import read_file, silence, write_wav
 from voice_agent.config import Config
 from voice_agent.display import Display
+from voice_agent.end_of_turn import EndOfTurn
 from voice_agent.errors import AudioFileError, VoiceAgentError
 from voice_agent.llm import ChatClient, Conversation
 from voice_agent.llm_endpoint import choose
@@ -62,9 +64,10 @@ async def build_agent(
     chat = ChatClient(endpoint, config.llm, server.ensure_running if server else None)
     stack.push_async_callback(chat.aclose)
     llm_ready = chat.prime(config.llm.system_prompt) if server else chat.warm()
-    (stt, tts, confirmer), model, _ = await asyncio.gather(
-        asyncio.to_thread(_load_models, config, needs), chat.ensure_model(), llm_ready
+    models, model, _ = await asyncio.gather(
+        asyncio.to_thread(_load_models, config, needs, display), chat.ensure_model(), llm_ready
     )
+    stt, tts = models.stt, models.tts
     out: AudioOut | None = None
     if needs.speaker:
         speaker = Speaker(config.audio.output_device, on_note=display.note)
@@ -88,32 +91,58 @@ async def build_agent(
             conversation.add("user" if turn.role == "USER" else "assistant", turn.text)
         display.note(f"(continuing {resume.id}: {len(resume.transcript.turns)} earlier turns)")
     agent = Agent(chat, conversation, writer, display, config.reply, stt, tts, out)
-    agent.confirmer = confirmer
+    agent.confirmer = models.confirmer
+    agent.end_of_turn = models.end_of_turn
     agent.keep_audio = config.transcripts.save_audio
     agent.speak_notices = needs.speaker
     return agent
 
 
-def _load_models(
-    config: Config, needs: Needs
-) -> tuple[WhisperStt | None, PiperTts | None, SpeechConfirmer | None]:
+@dataclass(frozen=True)
+class Models:
+    stt: WhisperStt | None
+    tts: PiperTts | None
+    confirmer: SpeechConfirmer | None  # Silero's second opinion on each utterance
+    end_of_turn: EndOfTurn | None  # Smart Turn, judging pauses in live mode
+
+
+def _load_models(config: Config, needs: Needs, display: Display) -> Models:
     """Load and warm the models one after the other, while the LLM connection is checked.
 
     One at a time because loading needs about twice a model's resident size for a moment:
     in parallel those peaks add up (measured: 445 MB against 370 MB one after the other).
     Each runs one inference, so the first turn does not pay for lazy initialisation.
     """
-    stt = tts = confirmer = None
+    stt = tts = confirmer = turn_model = None
     if needs.stt:
         stt = WhisperStt(config.stt)
         stt.transcribe(silence(1.0))
         if config.vad.silero_confirm:
             confirmer = SpeechConfirmer(config.vad.silero_threshold)
             confirmer.has_speech(silence(0.5))
+    if needs.speaker and needs.stt:
+        turn_model = _end_of_turn_model(config, display)
     if needs.tts:
         tts = PiperTts(config.tts)
         tts.synthesize("Hello.")
-    return stt, tts, confirmer
+    return Models(stt, tts, confirmer, turn_model)
+
+
+def _end_of_turn_model(config: Config, display: Display) -> EndOfTurn | None:
+    """Smart Turn for live turn-taking; without it (not installed, or turned off) turns end
+    after ``vad.hangover_ms`` of silence, as before."""
+    if config.vad.end_of_turn != "model" or not config.reply.early_transcription:
+        return None
+    path = end_of_turn.model_path(config.vad.end_of_turn_model)
+    if path is None:
+        display.note(
+            "(the end-of-turn model is not installed, so turns end after a fixed silence: "
+            'scripts/setup.sh installs it, or set vad.end_of_turn = "silence")'
+        )
+        return None
+    model = end_of_turn.EndOfTurn(path)
+    model.complete(silence(1.0))
+    return model
 
 
 def finish(agent: Agent, display: Display) -> bool:

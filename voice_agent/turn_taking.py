@@ -47,7 +47,12 @@ class TurnTaking:
     def __init__(self, vad: VadConfig, reply: ReplyConfig) -> None:
         self.endpointer = Endpointer(vad)
         self.frame_ms = vad.frame_ms
-        self.unfinished_extra_ms = vad.unfinished_extra_ms
+        self.unfinished_ms = (
+            vad.hangover_ms + vad.unfinished_extra_ms if vad.unfinished_extra_ms else 0
+        )
+        self.unfinished_below = vad.unfinished_below
+        self.finished_at = max(vad.finished_at, vad.unfinished_below)
+        self.finished_ms = min(vad.finished_hangover_ms, vad.hangover_ms)
         self.speculate = reply.early_transcription and reply.speculative_lead_ms > 0
         # not before the silence has lasted hangover - lead: a shorter pause is usually
         # mid-thought, and a request sent then is only cancelled
@@ -77,17 +82,31 @@ class TurnTaking:
             events += self._ask_if_ready()
         return events
 
-    def heard(self, generation: int, text: str) -> list[Ask]:
-        """The early transcript of ``generation`` is ready; an ``Ask`` if it is due already."""
+    def heard(self, generation: int, text: str, finished: float | None = None) -> list[Ask]:
+        """The early transcript of ``generation`` is ready, and with an end-of-turn model the
+        probability that the user has finished; an ``Ask`` if it is due already.
+
+        Unfinished words ("and", a trailing comma, a longer phrase with no full stop) or a
+        model that hears more to come buy more silence; a model sure the turn is over, with
+        words that agree, ends it after ``finished_hangover_ms`` and asks at once; when the
+        model is unsure, the hangover stands.
+        """
         early = self._early
         if early is None or early.generation != generation:
             return []  # the user went on speaking meanwhile: stale
         early.text = text
-        if self.unfinished_extra_ms and sounds_unfinished(text):
-            self.endpointer.extend_hangover(generation, self.unfinished_extra_ms)
+        unfinished = sounds_unfinished(text)
+        over = False
+        if finished is not None:
+            unfinished = unfinished or finished < self.unfinished_below
+            over = bool(text) and not unfinished and finished >= self.finished_at
+        if unfinished and self.unfinished_ms:
+            self.endpointer.set_hangover(generation, self.unfinished_ms)
             return []
+        if over:
+            self.endpointer.set_hangover(generation, self.finished_ms)
         early.may_ask = self.speculate and bool(text) and not self.is_end_phrase(text)
-        if self.endpointer.silent_frames >= self._ask_frames:
+        if over or self.endpointer.silent_frames >= self._ask_frames:
             return self._ask_if_ready()
         return []
 
@@ -120,12 +139,20 @@ def sounds_unfinished(text: str) -> bool:
     stripped = text.strip()
     if not stripped:
         return False
+    if ends_mid_phrase(stripped):
+        return True
+    return stripped[-1] not in ".!?\"'" and len(words(stripped)) >= 4
+
+
+def ends_mid_phrase(text: str) -> bool:
+    """A trailing comma, dash or ellipsis, or a last word that needs another ("and", "the")."""
+    stripped = text.strip()
+    if not stripped:
+        return False
     if stripped[-1] in ",;:-\u2014\u2026" or stripped.endswith("..."):
         return True
     said = words(stripped)
-    if said and said[-1] in CONTINUATIONS:
-        return True
-    return stripped[-1] not in ".!?\"'" and len(said) >= 4
+    return bool(said) and said[-1] in CONTINUATIONS
 
 
 def words(text: str) -> list[str]:

@@ -7,7 +7,7 @@
     TRAILING --(voiced frame)--> SPEECH                       emits Resumed if Paused was sent
     TRAILING --(early_stt_ms of silence)--> TRAILING          emits Paused (audio so far)
     TRAILING --(hangover_ms of silence)--> SILENCE            emits Utterance, or drops a blip
-                (extend_hangover() lengthens the wait when the words so far sound unfinished;
+                (set_hangover() lengthens the wait when the words so far sound unfinished;
                  the Utterance says how much silence was counted: where speech ended)
     SPEECH/TRAILING --(max_utterance_s)--> SPEECH             emits Utterance (cut)
 
@@ -111,10 +111,12 @@ class Endpointer:
         """Speech has started, or voiced frames are arriving that may start it."""
         return self.in_speech or self._voiced_run > 0
 
-    def extend_hangover(self, generation: int, extra_ms: int) -> None:
-        """Wait longer for this utterance to go on (its words so far sound unfinished)."""
+    def set_hangover(self, generation: int, ms: int) -> None:
+        """End this utterance after ``ms`` of silence instead of ``hangover_ms``: longer when
+        the words so far sound unfinished, shorter when the turn is judged over. Already
+        silent that long: it ends with the next frame."""
         if generation == self._generation and self.state is State.TRAILING:
-            self._hangover = self._hangover_frames + extra_ms // self.frame_ms
+            self._hangover = max(1, ms // self.frame_ms)
 
     def feed(self, frame: Pcm, voiced: bool) -> list[Event]:
         if self.state is State.SILENCE:
