@@ -14,6 +14,7 @@ import threading
 from collections.abc import AsyncIterator, Callable
 from typing import TypeVar
 
+from voice_agent import heap
 from voice_agent.audio import Audio
 from voice_agent.config import ReplyConfig
 from voice_agent.display import Display
@@ -91,7 +92,7 @@ class Agent:
         if self.end_of_turn is None:
             return None
         try:
-            return await asyncio.to_thread(self.end_of_turn.complete, audio)
+            return await asyncio.to_thread(_judged, self.end_of_turn, audio)
         except Exception:  # ONNX Runtime's own types; the turn must go on regardless
             log.debug("end-of-turn model failed", exc_info=True)
             return None
@@ -216,6 +217,13 @@ class Agent:
         )
 
 
+def _judged(model: EndOfTurn, audio: Audio) -> float:
+    try:
+        return model.complete(audio)
+    finally:
+        heap.give_back()
+
+
 _MODEL_LOCK = threading.Lock()
 A = TypeVar("A")
 R = TypeVar("R")
@@ -226,4 +234,7 @@ def _one_model_at_a_time(run: Callable[[A], R], arg: A) -> R:
     little, and each holds a large working set while it runs: together they set the memory
     peak. A cancelled turn's model call still finishes in its thread, holding the lock."""
     with _MODEL_LOCK:
-        return run(arg)
+        try:
+            return run(arg)
+        finally:
+            heap.give_back()

@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TypeVar
 
-from voice_agent import end_of_turn
+from voice_agent import end_of_turn, heap
 from voice_agent.agent import Agent
 from voice_agent.archive import Entry
 from voice_agent.audio import read_file, silence, write_wav
@@ -125,6 +125,7 @@ def _load_models(config: Config, needs: Needs, display: Display) -> Models:
     if needs.tts:
         tts = PiperTts(config.tts)
         tts.synthesize("Hello.")
+    heap.give_back()  # loading needs about twice a model's size for a moment
     return Models(stt, tts, confirmer, turn_model)
 
 
