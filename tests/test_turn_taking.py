@@ -30,6 +30,7 @@ from voice_agent.live import LiveSession
 from voice_agent.llm import ChatClient, Conversation
 from voice_agent.llm_endpoint import resolve
 from voice_agent.mic import Frame
+from voice_agent.recorder import Turn
 from voice_agent.speaker import Speaker
 from voice_agent.stt import Transcription
 from voice_agent.transcript import TranscriptWriter, read
@@ -217,3 +218,35 @@ def test_an_early_reply_is_adopted_or_dropped_as_the_user_goes_on(tmp_path: Path
                           10)  # fmt: skip
         assert len(server.requests) == 2
     assert [t.text for t in read(md).turns] == ["Ten of clubs. Ten of clubs.", "Both parts noted."]
+
+
+def test_a_withdrawn_reply_never_reaches_the_transcript_even_if_its_cancellation_is_lost(
+    tmp_path: Path,
+) -> None:
+    """The user went on, so the reply asked for their first words was dropped; asyncio can
+    lose that cancellation (a read finishing at the same moment), and the reply then went on
+    to commit those words a second time. Here the cancellation is lost on purpose: the
+    reply is withdrawn but never cancelled."""
+
+    async def scenario(server: ScriptedLLM) -> tuple[Path, str, bool]:
+        config = Config(llm=LlmConfig(base_url=server.url, model="m"))
+        chat = ChatClient(resolve(config.llm, {}), config.llm)  # type: ignore[arg-type]
+        writer = TranscriptWriter(tmp_path / "t", "m", __import__("datetime").datetime.now())
+        out = io.StringIO()
+        agent = Agent(chat, Conversation("", 10_000), writer, Display(out, out), config.reply)
+        gate = asyncio.Event()  # the user is still speaking
+        turn = Turn("microphone", "Ten of clubs.")
+        task = asyncio.create_task(agent.respond(turn, gate))
+        await asyncio.sleep(0.5)  # the whole reply has arrived, held by the gate
+        turn.withdrawn = True  # what LiveSession._drop_reply does besides cancelling
+        gate.set()
+        await asyncio.gather(task, return_exceptions=True)
+        await chat.aclose()
+        writer.flush()
+        return tmp_path / "t", out.getvalue(), task.cancelled()
+
+    with ScriptedLLM(Stream("Noted, ten of clubs.")) as server:
+        folder, shown, cancelled = asyncio.run(scenario(server))
+    assert cancelled
+    assert not list(folder.rglob("*.md")) or not read(next(folder.rglob("*.md"))).turns
+    assert "Noted" not in shown

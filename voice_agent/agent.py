@@ -141,6 +141,8 @@ class Agent:
         """Tell the user, and keep what they got: False when no reply arrived at all."""
         if gate is not None:
             await gate.wait()  # a reply asked for early fails no sooner than it would speak
+        if turn.withdrawn:
+            raise asyncio.CancelledError  # dropped meanwhile: its failure no longer matters
         self.failures += 1
         self.display.error(message)
         turn.error = message

@@ -265,6 +265,7 @@ class LiveSession:
         pending, self._pending = self._pending, None
         if pending is not None and not pending.task.done():
             log.info("reply cancelled: %s", why)
+            pending.turn.withdrawn = True
             pending.task.cancel()
 
     async def _shutdown(self) -> None:

@@ -55,7 +55,10 @@ async def read_reply(
         deadline = config.turn_timeout_s - (time.monotonic() - started)
         gap = config.chunk_timeout_s if got_token else config.first_token_timeout_s
         try:
-            event = await asyncio.wait_for(anext(events), max(min(deadline, gap), 0.001))
+            # asyncio.timeout, not wait_for: 3.11's wait_for returns a result that arrives as
+            # the task is cancelled, and the cancellation is lost
+            async with asyncio.timeout(max(min(deadline, gap), 0.001)):
+                event = await anext(events)
         except StopAsyncIteration:
             log.info("reply stream ended without [DONE] or finish_reason")
             yield ReplyChunk(text.flush(), reasoning.flush(), finish_reason="incomplete")

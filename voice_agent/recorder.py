@@ -26,6 +26,7 @@ class Turn:
     text: str = ""
     number: int = 0  # set when committed, so turns dropped before leave no gaps
     committed: bool = False  # the USER block is in the transcript
+    withdrawn: bool = False  # its reply was dropped (the user went on): never committed by it
     audio: Audio | None = None  # what the user said
     events: dict[str, float] = field(default_factory=dict)  # name -> time.time()
     audio_seconds: float | None = None

@@ -72,7 +72,7 @@ class ReplyPipeline:
             raise LlmError("the LLM sent an empty reply")
         if self.gate is not None:
             await self.gate.wait()
-        self.commit()
+        self._start()
         if self.out is not None:
             await self.out.drained()
             first = self.out.first_sound_at()
@@ -81,6 +81,16 @@ class ReplyPipeline:
         if self.finish == "incomplete":
             self.display.note("(the reply was cut off: the connection ended early)")
         return self.finish
+
+    def _start(self) -> None:
+        """The reply is about to be seen or heard: the user's turn goes into the transcript.
+        A reply withdrawn meanwhile stops here instead. Its task was cancelled, but asyncio
+        can lose a cancellation that races a read finishing at the same moment (3.11's
+        wait_for, a task awaiting another), and the reply then went on: the user's words were
+        committed twice, once alone and once merged with what they said next."""
+        if self.turn.withdrawn:
+            raise asyncio.CancelledError
+        self.commit()
 
     def kept(self, shown: bool) -> str:
         """What the user got of an interrupted reply, marked: what was shown when they read
@@ -102,6 +112,8 @@ class ReplyPipeline:
         return kept.strip() + INTERRUPTED
 
     def _show(self, text: str) -> None:
+        if self.turn.withdrawn:
+            raise asyncio.CancelledError  # see _start
         if self.gate is not None and not self.gate.is_set():
             self._held.append(text)
             return
@@ -151,7 +163,7 @@ class ReplyPipeline:
             self.turn.mark("first_audio_ready")
             if self.gate is not None:
                 await self.gate.wait()
-            self.commit()
+            self._start()
             if self.out is not None:
                 tag = len(self.played)
                 self.played.append(piece)
