@@ -94,6 +94,10 @@ def test_an_unsure_model_leaves_the_hangover_as_it_is() -> None:
     assert run(0.6) == pytest.approx(0.7)
 
 
+def test_noise_without_words_is_not_waited_for_whatever_the_model_says() -> None:
+    assert run(0.1, "") == pytest.approx(0.7)
+
+
 def test_unfinished_words_win_over_a_model_that_calls_the_turn_finished() -> None:
     assert run(0.95, "Ten of") == pytest.approx(1.3)
 

@@ -97,9 +97,9 @@ class TurnTaking:
         early.text = text
         unfinished = sounds_unfinished(text)
         over = False
-        if finished is not None:
+        if finished is not None and text:  # no words (noise): nothing to wait for
             unfinished = unfinished or finished < self.unfinished_below
-            over = bool(text) and not unfinished and finished >= self.finished_at
+            over = not unfinished and finished >= self.finished_at
         if unfinished and self.unfinished_ms:
             self.endpointer.set_hangover(generation, self.unfinished_ms)
             return []
