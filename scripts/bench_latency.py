@@ -118,7 +118,7 @@ def run(mode: str, chosen: list[Any], args: argparse.Namespace) -> dict[str, Any
         "peak_rss_mb": round(peak_rss_mb, 1),
         "latency_s": [round(x, 3) for x in latencies[PRIMARY]],
         "latency_by_marker_s": {k: [round(x, 3) for x in v] for k, v in latencies.items()},
-        "stt_s": [r["stages"]["stt"] for r in records if "stt" in r.get("stages", {})],
+        "stt_s": stage_values(records, "stt"),
         "longest_gap_in_reply_s": [round(x, 3) for x in gaps],
         "stages_median_s": stage_medians(records),
     }
@@ -209,6 +209,11 @@ def machine_name() -> str:
     cpu = Path("/proc/cpuinfo").read_text().split("model name", 1)[1].split(":", 1)[1]
     return f"{cpu.splitlines()[0].strip()}, {len(os.sched_getaffinity(0))} cores, " \
            f"Python {platform.python_version()}"  # fmt: skip
+
+
+def stage_values(records: list[dict[str, Any]], name: str) -> list[float]:
+    """One stage's duration in every sidecar record that has it."""
+    return [r["stages"][name] for r in records if name in r.get("stages", {})]
 
 
 def stage_medians(records: list[dict[str, Any]]) -> dict[str, float]:

@@ -23,7 +23,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from bench_latency import machine_name, peak_rss, read_records  # noqa: E402
+from bench_latency import machine_name, pct, peak_rss, read_records, stage_values  # noqa: E402
 from conftest import wer  # noqa: E402
 from llm_server import ScriptedLLM, Stream  # noqa: E402
 from pause_set import Paused, paused_clips  # noqa: E402
@@ -77,8 +77,7 @@ def run(entries: list[Paused], variant: str, config: Path | None) -> dict[str, A
             agent.kill()
             headset.close()
         records = read_records(folder)
-    stt = [r["stages"]["stt"] for r in records if "stt" in r.get("stages", {})]
-    return {"turns": turns, "stt_s": stt, "peak_rss_mb": round(rss, 1)}
+    return {"turns": turns, "stt_s": stage_values(records, "stt"), "peak_rss_mb": round(rss, 1)}
 
 
 def user_turns(folder: Path) -> list[str]:
@@ -123,7 +122,7 @@ def report(entries: list[Paused], results: dict[str, Any]) -> None:
     print(f"{'entries not exactly one turn':40}{split['unpaused']:>10}{split['paused']:>10}")
     for v in ("unpaused", "paused"):
         stt = results[v]["stt_s"]
-        results[v]["stt_p99_s"] = round(float(sorted(stt)[int(0.99 * (len(stt) - 1))]), 3)
+        results[v]["stt_p99_s"] = round(pct(stt, 99), 3)
     print(f"{'STT median / max (s)':40}"
           + "".join(f"{statistics.median(results[v]['stt_s']):>5.2f}/{max(results[v]['stt_s']):.2f}"
                     for v in ("unpaused", "paused")))  # fmt: skip

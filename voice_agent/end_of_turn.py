@@ -14,7 +14,6 @@ feature extractor after the waveform normalisation the model was trained with.
 
 from __future__ import annotations
 
-import logging
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,8 +26,6 @@ from voice_agent.errors import ModelError, error_line
 
 if TYPE_CHECKING:
     import onnxruntime
-
-log = logging.getLogger(__name__)
 
 BUNDLED_FILE = "pipecat/audio/turn/smart_turn/data/smart-turn-v3.2-cpu.onnx"
 WINDOW_S = 8  # the model hears the last 8 s, zero-padded in front when shorter
@@ -75,7 +72,6 @@ class EndOfTurn:
         except Exception as exc:  # ONNX Runtime raises its own types for bad files
             raise ModelError(f"cannot load end-of-turn model {path}: {error_line(exc)}") from exc
         self._features = FeatureExtractor(chunk_length=WINDOW_S)
-        self.name = "Smart Turn v3.2" if path.name.startswith("smart-turn-v3.2") else path.name
 
     def complete(self, audio: Audio) -> float:
         samples = audio.resampled(SPEECH_RATE_HZ).as_float32()

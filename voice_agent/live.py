@@ -37,7 +37,7 @@ class _EarlyStt:
     generation: int
     started: float  # time.time()
     task: asyncio.Task[Transcription]
-    heard_at: float = 0.0  # time.time() when the words were ready
+    heard_at: float | None = None  # time.time() when the words were ready
 
 
 @dataclass
@@ -232,7 +232,7 @@ class LiveSession:
             turn = Turn.spoken("microphone", audio, text)
             turn.mark("speech_end", ended)
             turn.mark("stt_start", min(stt_start, time.time()))
-            turn.mark("stt_done", stt_done or None)
+            turn.mark("stt_done", stt_done)
             turn.early_transcription = early is not None and not merged
             self.display.user(text)
             if self.turns.is_end_phrase(text):

@@ -16,13 +16,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import TypeVar
 
-from voice_agent import end_of_turn, heap
+from voice_agent import heap
 from voice_agent.agent import Agent
 from voice_agent.archive import Entry
 from voice_agent.audio import read_file, silence, write_wav
 from voice_agent.config import Config
 from voice_agent.display import Display
-from voice_agent.end_of_turn import EndOfTurn
+from voice_agent.end_of_turn import EndOfTurn, model_path
 from voice_agent.errors import AudioFileError, VoiceAgentError
 from voice_agent.llm import ChatClient, Conversation
 from voice_agent.llm_endpoint import choose
@@ -134,14 +134,14 @@ def _end_of_turn_model(config: Config, display: Display) -> EndOfTurn | None:
     after ``vad.hangover_ms`` of silence, as before."""
     if config.vad.end_of_turn != "model" or not config.reply.early_transcription:
         return None
-    path = end_of_turn.model_path(config.vad.end_of_turn_model)
+    path = model_path(config.vad.end_of_turn_model)
     if path is None:
         display.note(
             "(the end-of-turn model is not installed, so turns end after a fixed silence: "
             'scripts/setup.sh installs it, or set vad.end_of_turn = "silence")'
         )
         return None
-    model = end_of_turn.EndOfTurn(path)
+    model = EndOfTurn(path)
     model.complete(silence(1.0))
     return model
 

@@ -139,20 +139,12 @@ def sounds_unfinished(text: str) -> bool:
     stripped = text.strip()
     if not stripped:
         return False
-    if ends_mid_phrase(stripped):
-        return True
-    return stripped[-1] not in ".!?\"'" and len(words(stripped)) >= 4
-
-
-def ends_mid_phrase(text: str) -> bool:
-    """A trailing comma, dash or ellipsis, or a last word that needs another ("and", "the")."""
-    stripped = text.strip()
-    if not stripped:
-        return False
     if stripped[-1] in ",;:-\u2014\u2026" or stripped.endswith("..."):
         return True
     said = words(stripped)
-    return bool(said) and said[-1] in CONTINUATIONS
+    if said and said[-1] in CONTINUATIONS:
+        return True
+    return stripped[-1] not in ".!?\"'" and len(said) >= 4
 
 
 def words(text: str) -> list[str]:
