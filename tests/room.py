@@ -64,9 +64,11 @@ class Sink:
 class Headset:
     """One stereo room heard on one clock: the user speaks on the left, the agent on the right,
     and the agent's ear hears only the left, as with a headset. Recording ``room.monitor``
-    gives both voices in step, one per channel."""
+    gives both voices in step, one per channel. With ``speakers`` the ear hears both, mixed at
+    equal level (each at -6 dB), as a laptop's microphone hears its own speakers and the user:
+    the agent hears itself, yet the recording still tells the two voices apart."""
 
-    def __init__(self, label: str) -> None:
+    def __init__(self, label: str, speakers: bool = False) -> None:
         tag = f"{label}_{uuid.uuid4().hex[:6]}"
         self.room = f"{tag}_room"
         self.user = f"{tag}_user"  # play the user's voice here
@@ -79,9 +81,15 @@ class Headset:
             self._load("module-remap-sink", f"sink_name={name}", f"master={self.room}",
                        "channels=1", f"master_channel_map={side}", "channel_map=mono",
                        "remix=no")  # fmt: skip
-        self._load("module-remap-source", f"source_name={self.ear}",
-                   f"master={self.room}.monitor", "channels=1",
-                   "master_channel_map=front-left", "channel_map=mono", "remix=no")  # fmt: skip
+        if speakers:
+            self._load("module-remap-source", f"source_name={self.ear}",
+                       f"master={self.room}.monitor", "channels=1", "channel_map=mono",
+                       "remix=yes")  # fmt: skip
+        else:
+            self._load("module-remap-source", f"source_name={self.ear}",
+                       f"master={self.room}.monitor", "channels=1",
+                       "master_channel_map=front-left", "channel_map=mono",
+                       "remix=no")  # fmt: skip
 
     def _load(self, *args: str) -> None:
         out = _pactl("load-module", *args)
@@ -132,6 +140,12 @@ class Recorder:
              f"--channels={channels}", "--raw", "--latency-msec=20"],
             stdout=self._file,
         )  # fmt: skip
+
+    def so_far(self) -> np.ndarray:
+        """What has been recorded until now, shaped as ``stop`` returns it."""
+        self._file.flush()
+        data = np.fromfile(self._file.name, dtype=np.int16)
+        return data if self.channels == 1 else data[: len(data) // 2 * 2].reshape(-1, 2)
 
     def stop(self) -> np.ndarray:
         """The samples; shape (n, channels) for more than one channel."""

@@ -75,6 +75,8 @@ def test_bad_config_file_is_one_line_without_traceback(tmp_path: Path) -> None:
 
 # (TOML line in its section, what the one-line error must say)
 # fmt: off
+ON_OFF = '"auto" or "on" or "off"'
+
 BAD_VALUES = [
     ("[vad]\nhangover_ms = 0", "vad.hangover_ms must be between 100 and 10000, got 0"),
     ("[vad]\nframe_ms = 25", "vad.frame_ms must be one of 10, 20, 30, got 25"),
@@ -83,8 +85,10 @@ BAD_VALUES = [
     ("[llm]\nconnect_timeout_s = -5", "llm.connect_timeout_s must be between 0.1 and 3600"),
     ("[llm]\nturn_timeout_s = nan", "llm.turn_timeout_s must be a number, got nan"),
     ("[llm]\nchunk_timeout_s = inf", "llm.chunk_timeout_s must be a number, got inf"),
-    ("[audio]\nbarge_in = 5", "audio.barge_in must be true or false, got 5"),
-    ("[audio]\nbarge_in = 'maybe'", "audio.barge_in must be true or false, got 'maybe'"),
+    ("[audio]\nbarge_in = 5", f"audio.barge_in must be {ON_OFF}, got 5"),
+    ("[audio]\nbarge_in = 'maybe'", f"audio.barge_in must be {ON_OFF}, got 'maybe'"),
+    ("[audio]\necho_cancellation = true", f"audio.echo_cancellation must be {ON_OFF}, got True"),
+    ("[audio]\necho_cancellation = 'x'", f"audio.echo_cancellation must be {ON_OFF}, got 'x'"),
     ("[llm]\nmodel = ['a', 'b']", "llm.model must be a string, got ['a', 'b']"),
     ("[stt]\nbeam_size = 1.5", "stt.beam_size must be a whole number, got 1.5"),
     ("[tts]\nlength_scale = 'fast'", "tts.length_scale must be a number, got 'fast'"),
@@ -122,8 +126,10 @@ def test_environment_values_are_checked_like_file_values() -> None:
     with pytest.raises(ConfigError, match=r"VOICE_AGENT_VAD_HANGOVER_MS: vad\.hangover_ms must"):
         load(None, {"VOICE_AGENT_VAD_HANGOVER_MS": "0"}, {})
     with pytest.raises(ConfigError, match="must be true or false"):
+        load(None, {"VOICE_AGENT_TRANSCRIPTS_SAVE_AUDIO": "5"}, {})
+    with pytest.raises(ConfigError, match='must be "auto" or "on" or "off"'):
         load(None, {"VOICE_AGENT_AUDIO_BARGE_IN": "5"}, {})
-    assert load(None, {"VOICE_AGENT_AUDIO_BARGE_IN": "yes"}, {}).audio.barge_in is True
+    assert load(None, {"VOICE_AGENT_AUDIO_BARGE_IN": "yes"}, {}).audio.barge_in == "on"
 
 
 def test_a_binary_config_file_is_one_line(tmp_path: Path) -> None:

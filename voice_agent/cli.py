@@ -34,6 +34,7 @@ GLOBAL_FLAGS: dict[str, str | None] = {
     "input_device": "audio.input_device",
     "output_device": "audio.output_device",
     "barge_in": "audio.barge_in",
+    "echo_cancellation": "audio.echo_cancellation",
     "save_audio": "transcripts.save_audio",
     "debug": None,
     "verbose": None,
@@ -52,6 +53,11 @@ def _global_options() -> argparse.ArgumentParser:
     g.add_argument("--voice", metavar="PATH", help="Piper voice .onnx file")
     g.add_argument("--input-device", metavar="INDEX|NAME", help="microphone (voice-agent devices)")
     g.add_argument("--output-device", metavar="INDEX|NAME", help="speaker (voice-agent devices)")
+    g.add_argument(
+        "--echo-cancellation",
+        choices=("auto", "on", "off"),
+        help="take the agent's own voice out of the microphone (default auto: when speaking)",
+    )
     g.add_argument(
         "--save-audio",
         action="store_true",
@@ -90,11 +96,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     chat.add_argument("--text", action="store_true", help="typed turns from stdin, one per line")
     chat.add_argument("--mute", action="store_true", help="with --text: print replies only")
-    chat.add_argument(
+    barge = chat.add_mutually_exclusive_group()
+    barge.add_argument(
         "--barge-in",
-        action="store_true",
+        action="store_const",
+        const="on",
         default=None,
-        help="your speech interrupts the reply (headsets, echo-cancelling mics)",
+        help="your speech interrupts the reply (default: when echo cancellation runs)",
+    )
+    barge.add_argument(
+        "--no-barge-in",
+        dest="barge_in",
+        action="store_const",
+        const="off",
+        help="never interrupt the reply: the microphone is deaf while the agent speaks",
     )
     chat.add_argument(
         "--push-to-talk",
@@ -141,7 +156,9 @@ def _transcripts_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     resume.add_argument("--latest", action="store_true")
     resume.add_argument("--text", action="store_true", help="typed turns from stdin")
     resume.add_argument("--mute", action="store_true", help="with --text: print replies only")
-    resume.add_argument("--barge-in", action="store_true", default=None)
+    resume_barge = resume.add_mutually_exclusive_group()
+    resume_barge.add_argument("--barge-in", action="store_const", const="on", default=None)
+    resume_barge.add_argument("--no-barge-in", dest="barge_in", action="store_const", const="off")
     resume.add_argument("--push-to-talk", action="store_true")
 
 

@@ -111,8 +111,9 @@ class AudioConfig:
 
     input_device: str = ""  # index or part of the name; "" = the system default
     output_device: str = ""  # index or part of the name; "" = the system default
-    echo_tail_ms: int = 300  # after playback ends, the microphone stays deaf this long
-    barge_in: bool = False  # user speech stops playback (headsets / echo-cancelling mics only)
+    echo_cancellation: str = "auto"  # the agent's own voice removed from the microphone
+    echo_tail_ms: int = 300  # without it: after playback ends, the microphone stays deaf this long
+    barge_in: str = "auto"  # user speech stops playback; auto = when echo cancellation runs
     max_file_s: float = 300.0  # longest audio file taken as one --input turn, in seconds
 
 

@@ -50,7 +50,13 @@ RANGES: dict[str, tuple[float, float]] = {
 }
 # Numbers that only take some values within their range.
 CHOICES: dict[str, tuple[int, ...]] = {"vad.frame_ms": (10, 20, 30)}
-WORDS: dict[str, tuple[str, ...]] = {"vad.end_of_turn": ("model", "silence")}
+WORDS: dict[str, tuple[str, ...]] = {
+    "vad.end_of_turn": ("model", "silence"),
+    "audio.echo_cancellation": ("auto", "on", "off"),
+    "audio.barge_in": ("auto", "on", "off"),
+}
+# Settings that were true/false before they gained "auto": old values still mean on/off.
+WAS_BOOLEAN = {"audio.barge_in"}
 
 
 def coerce(section: str, cls: type[Any], name: str, value: Any, source: str) -> Any:
@@ -70,13 +76,15 @@ def coerce(section: str, cls: type[Any], name: str, value: Any, source: str) -> 
             raise ConfigError(f"{source}: {key} must be a string")
         return Secret(value.strip())
     if kind is str:
+        if key in WAS_BOOLEAN and (isinstance(value, bool) or str(value).lower() in _TRUE | _FALSE):
+            value = "on" if _boolean(value, key, source) else "off"
+        if key in WORDS and not (isinstance(value, str) and value.strip().lower() in WORDS[key]):
+            allowed = " or ".join(f'"{w}"' for w in WORDS[key])
+            raise ConfigError(f"{source}: {key} must be {allowed}, got {_shown(value)}")
         if not isinstance(value, str):
             raise ConfigError(f"{source}: {key} must be a string, got {_shown(value)}")
         if key == "llm.api_key_env":
             _check_variable_name(value, source)
-        if key in WORDS and value.strip().lower() not in WORDS[key]:
-            allowed = " or ".join(f'"{w}"' for w in WORDS[key])
-            raise ConfigError(f"{source}: {key} must be {allowed}, got {_shown(value)}")
         return value.strip().lower() if key in WORDS else value
     if kind is bool:
         return _boolean(value, key, source)

@@ -1,10 +1,12 @@
-"""The hands-free conversation: microphone -> endpointing -> turns, for hours.
+"""The hands-free conversation: microphone -> echo canceller -> endpointing -> turns, for hours.
 
-Half duplex by default: while the agent speaks (and ``echo_tail_ms`` after), what the
-microphone hears is not user speech, so the agent never answers its own voice through laptop
-speakers. With barge-in, user speech stops playback at once instead. Either way the agent never
-starts talking while the user is talking: a reply that is ready waits, and if the user goes on,
-what they add joins the same turn.
+With echo cancellation (the default wherever it loads) the agent's own voice is taken out of
+what the microphone hears, so it keeps listening while it speaks and user speech stops the
+reply at once (barge-in). Without it, half duplex: while the agent speaks (and
+``echo_tail_ms`` after), what the microphone hears is not user speech, so the agent never
+answers its own voice through laptop speakers. Either way the agent never starts talking while
+the user is talking: a reply that is ready waits, and if the user goes on, what they add joins
+the same turn.
 """
 
 from __future__ import annotations
@@ -12,13 +14,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
 
 from voice_agent.agent import Agent
 from voice_agent.audio import SPEECH_RATE_HZ, concat
 from voice_agent.config import Config
 from voice_agent.display import Display
+from voice_agent.echo import EchoCanceller
 from voice_agent.mic import Frame, Microphone
 from voice_agent.push_to_talk import push_to_talk
 from voice_agent.recorder import Turn
@@ -28,6 +31,10 @@ from voice_agent.turn_taking import Ask, TurnEvent, TurnTaking
 from voice_agent.vad import Paused, Resumed, Started, Utterance, VoiceDetector
 
 log = logging.getLogger(__name__)
+# Output that correlates this well with the reply being played is echo, not the user:
+# measured in the room, leaks 0.45-0.63, the user starting over the reply 0.0-0.43.
+ECHO_LIKENESS = 0.4
+RECHECK_FRAMES = 5  # voiced frames between rechecks of a doubted start (100 ms at 20 ms)
 
 
 @dataclass
@@ -62,6 +69,7 @@ class LiveSession:
         mic: Microphone,
         speaker: Speaker,
         push_to_talk: bool = False,
+        echo: EchoCanceller | None = None,
     ) -> None:
         self.agent = agent
         self.config = config
@@ -69,7 +77,9 @@ class LiveSession:
         self.mic = mic
         self.speaker = speaker
         self.push_to_talk = push_to_talk
-        self.barge_in = config.audio.barge_in
+        self.echo = echo
+        setting = config.audio.barge_in
+        self.barge_in = setting == "on" or (setting == "auto" and echo is not None)
         self.turns = TurnTaking(config.vad, config.reply)
         self.vad = VoiceDetector(config.vad.aggressiveness, config.vad.floor_dbfs)
         self.stop = asyncio.Event()  # the session replaces it with its signal handler's
@@ -80,6 +90,7 @@ class LiveSession:
         self._early: _EarlyStt | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._deaf = False
+        self._doubted = 0  # voiced frames heard since a start that may be echo, 0 = none
         self._undecided = 0  # utterances heard but not yet turned into a turn (or dropped)
 
     async def run(self) -> int:
@@ -99,8 +110,15 @@ class LiveSession:
         return 0
 
     async def _listen(self) -> None:
-        async for frame in self.mic.frames():
+        async for frame in self.frames():
             self._on_frame(frame)
+
+    async def frames(self) -> AsyncIterator[Frame]:
+        """The microphone's frames, with the agent's own voice taken out when it can be."""
+        async for frame in self.mic.frames():
+            if self.echo is not None:
+                frame = Frame(self.echo.clean(frame.samples), frame.captured_at)
+            yield frame
 
     def _on_frame(self, frame: Frame) -> None:
         tail = self.config.audio.echo_tail_ms / 1000
@@ -115,16 +133,23 @@ class LiveSession:
         voiced = self.vad.is_speech(frame.samples)
         for event in self.turns.feed(frame.samples, voiced):
             self._on_event(event, frame)
+        if self._doubted and voiced:
+            self._doubted += 1
+            if self._doubted % RECHECK_FRAMES == 0:
+                self._barge_in_unless_echo()
         self._update_gate()
 
     def _on_event(self, event: TurnEvent, frame: Frame) -> None:
+        if self._doubted and isinstance(event, (Paused, Ask)):
+            return  # no early transcript or request for what may be the reply's echo
         if isinstance(event, Started):
             log.debug("speech started (frame captured %.3f s ago)",
                       time.monotonic() - frame.captured_at)  # fmt: skip
             self.display.status("hearing")
             self._spawn(self.agent.chat.warm())  # the request will follow in seconds
             if self.barge_in and self.speaker.playing:
-                self.interrupt("barge-in")  # the agent records what was spoken
+                self._doubted = 1
+                self._barge_in_unless_echo()
         elif isinstance(event, Paused) and self.config.reply.early_transcription:
             self._start_early(event)
         elif isinstance(event, Resumed):
@@ -134,7 +159,24 @@ class LiveSession:
         elif isinstance(event, Ask):
             self._ask_early(event)
         elif isinstance(event, Utterance):
+            if self._doubted:
+                self._doubted = 0
+                log.info("ignored %.1f s of the agent's own voice", event.audio.seconds)
+                return  # it never stopped being the reply's echo
             self.take(event, speech_end(frame, event))
+
+    def _barge_in_unless_echo(self) -> None:
+        """Stop the reply for the user's voice, not for the canceller's leak: when the echo
+        path shifts (a reply starting after a silence, an underrun) a few hundred ms of echo
+        get through, and they still look like what is being played. Such a start is doubted
+        and rechecked as more of it is heard; the user going on makes it clear."""
+        likeness = self.echo.echo_likeness() if self.echo is not None else 0.0
+        if likeness >= ECHO_LIKENESS:
+            log.debug("speech start doubted: %.2f like the reply", likeness)
+            return
+        self._doubted = 0
+        if self.speaker.playing:
+            self.interrupt("barge-in")  # the agent records what was spoken
 
     def _update_gate(self) -> None:
         """The agent may speak when the user is silent and nothing they said is undecided."""

@@ -31,7 +31,7 @@ async def push_to_talk(session: LiveSession) -> None:
     loop.add_reader(sys.stdin.fileno(), on_enter)
     session.display.note("(push to talk: press Enter to start speaking, Enter again to stop)")
     try:
-        async for frame in session.mic.frames():
+        async for frame in session.frames():
             if enter.is_set():
                 enter.clear()
                 active = not active

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from voice_agent import heap
 from voice_agent.agent import Agent
@@ -22,6 +22,8 @@ from voice_agent.archive import Entry
 from voice_agent.audio import read_file, silence, write_wav
 from voice_agent.config import Config
 from voice_agent.display import Display
+from voice_agent.echo import EchoCanceller
+from voice_agent.echo import start as start_echo_canceller
 from voice_agent.end_of_turn import EndOfTurn, model_path
 from voice_agent.errors import AudioFileError, VoiceAgentError
 from voice_agent.llm import ChatClient, Conversation
@@ -32,6 +34,9 @@ from voice_agent.stt import WhisperStt
 from voice_agent.transcript import TranscriptWriter
 from voice_agent.tts import PiperTts
 from voice_agent.vad import SpeechConfirmer
+
+if TYPE_CHECKING:
+    from voice_agent.mic import Microphone
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -302,6 +307,21 @@ async def _until(coro: Awaitable[T], stop: asyncio.Event) -> T | None:
     return None
 
 
+def echo_canceller(
+    config: Config, display: Display, mic: Microphone, speaker: Speaker
+) -> EchoCanceller | None:
+    """The canceller the settings ask for, fed by the speaker; says what the user gets."""
+    echo = start_echo_canceller(config.audio.echo_cancellation, mic.latency_s, speaker.latency_s)
+    if echo is not None:
+        speaker.far_end = echo.played
+    elif config.audio.echo_cancellation == "auto":
+        display.note(
+            "(echo cancellation could not start (--debug says why): the microphone is deaf "
+            "while the agent speaks; reinstall with scripts/setup.sh to talk over it)"
+        )
+    return echo
+
+
 async def run_live(config: Config, push_to_talk: bool, resume: Entry | None = None) -> int:
     """The hands-free conversation on the microphone and speaker."""
     from voice_agent.live import LiveSession
@@ -316,11 +336,14 @@ async def run_live(config: Config, push_to_talk: bool, resume: Entry | None = No
         needs = Needs(stt=True, tts=True, speaker=True)
         agent = await build_agent(config, display, needs, stack, resume)
         assert isinstance(agent.out, Speaker)
+        echo = echo_canceller(config, display, mic, agent.out)
+        session = LiveSession(agent, config, display, mic, agent.out, push_to_talk, echo)
         display.note(
             f"(microphone: {mic.name} at {mic.rate_hz} Hz; speaker: {agent.out.name}; "
+            f"echo cancellation {'on' if echo else 'off'}; "
+            f"barge-in {'on' if session.barge_in else 'off'}; "
             f"ready in {time.perf_counter() - launched:.1f} s)"
         )
-        session = LiveSession(agent, config, display, mic, agent.out, push_to_talk)
         session.stop = _stop_on_signals()
         try:
             code = await session.run()

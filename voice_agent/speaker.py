@@ -17,7 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from voice_agent.audio import Audio, Pcm, concat
+import numpy as np
+
+from voice_agent.audio import SPEECH_RATE_HZ, Audio, Pcm, concat
 from voice_agent.devices import find_device, import_sounddevice, open_error
 
 log = logging.getLogger(__name__)
@@ -39,6 +41,7 @@ class _Piece:
     samples: Pcm
     tag: int
     pos: int = 0
+    reference: Pcm | None = None  # the same audio at 16 kHz, for the echo canceller
 
 
 class Speaker:
@@ -73,6 +76,10 @@ class Speaker:
         self._idle = threading.Event()
         self._idle.set()
         self._audible_until = 0.0
+        # Sees, at 16 kHz, every block handed to the device, silence included, on the audio
+        # thread: the echo canceller's far end. Must be quick and must not block.
+        self.far_end: Callable[[Pcm], None] | None = None
+        self._reference = ReferenceClock(self.rate_hz)
         try:
             self._stream = sd.OutputStream(
                 samplerate=self.rate_hz, channels=1, dtype="int16", device=index,
@@ -91,8 +98,12 @@ class Speaker:
     def enqueue(self, audio: Audio, tag: int) -> None:
         """Queue audio (resampled here, off the callback thread) after what is playing."""
         samples = audio.resampled(self.rate_hz).samples
+        # Resampled whole here rather than block by block in the callback: a streaming
+        # resampler hands its output over in bursts of up to 50 ms, and a reference that
+        # arrives after its echo cannot be cancelled.
+        reference = audio.resampled(SPEECH_RATE_HZ).samples if self.far_end else None
         with self._lock:
-            self._queue.append(_Piece(samples, tag))
+            self._queue.append(_Piece(samples, tag, reference=reference))
             self._lengths[tag] += len(samples)
             self._idle.clear()
 
@@ -138,11 +149,14 @@ class Speaker:
         filled = 0
         if status.output_underflow and self._queue:
             self._underrun()
+        reference = self._reference if self.far_end is not None else None
         with self._lock:
             while filled < frames and self._queue:
                 piece = self._queue[0]
                 n = min(frames - filled, len(piece.samples) - piece.pos)
                 out[filled : filled + n] = piece.samples[piece.pos : piece.pos + n]
+                if reference is not None:
+                    reference.played(piece.reference, piece.pos, n)
                 if self._first_sound is None and n:
                     self._first_sound = time.time() + self.latency_s
                 piece.pos += n
@@ -154,6 +168,9 @@ class Speaker:
                 self._audible_until = time.monotonic() + self.latency_s + filled / self.rate_hz
                 self._idle.set()
         out[filled:] = 0
+        if reference is not None and self.far_end is not None:
+            reference.played(None, 0, frames - filled)
+            self.far_end(reference.take())
 
     def _underrun(self) -> None:
         """Count an underrun while speaking; tell the user once when they keep coming."""
@@ -172,6 +189,35 @@ class Speaker:
             "speaking, so replies may stutter: the machine is too busy to feed it in time. "
             "Close other busy programs; --debug logs each underrun)",
         )
+
+
+class ReferenceClock:
+    """What the speaker played, at 16 kHz, sample for sample in step with the device: the
+    device's n-th sample is the reference's n * 16000 / rate-th, so the two never drift."""
+
+    def __init__(self, rate_hz: int) -> None:
+        self.rate_hz = rate_hz
+        self._device = 0  # device samples played
+        self._given = 0  # reference samples produced
+        self._parts: list[Pcm] = []
+
+    def played(self, reference: Pcm | None, pos: int, n: int) -> None:
+        """``n`` device samples from ``pos`` of a piece (None: silence)."""
+        self._device += n
+        due = self._device * SPEECH_RATE_HZ // self.rate_hz - self._given
+        if due <= 0:
+            return
+        part = np.zeros(due, dtype=np.int16)
+        if reference is not None:
+            start = pos * SPEECH_RATE_HZ // self.rate_hz
+            chunk = reference[start : start + due]
+            part[: len(chunk)] = chunk
+        self._parts.append(part)
+        self._given += due
+
+    def take(self) -> Pcm:
+        parts, self._parts = self._parts, []
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int16)
 
 
 UNDERRUNS_TOLD = 5  # underruns while speaking, within UNDERRUN_WINDOW_S, that are told

@@ -1,0 +1,121 @@
+"""Echo cancellation: the agent's own voice taken out of what the microphone hears.
+
+WebRTC's audio processing module (AEC3, with its high-pass filter and noise suppression), as
+shipped in livekit's wheels: near end = the microphone's 16 kHz frames, far end = exactly the
+samples the speaker's callback handed to the device, at 16 kHz (the speaker keeps a 16 kHz
+copy of each piece and hands it over in step with the device). Both go in as 10 ms
+frames; every far-end block played so far is fed before the next microphone frame, so the
+reference always leads its echo, and the delay hint (the devices' reported latencies) is a
+starting point the canceller refines itself.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from voice_agent.audio import SPEECH_RATE_HZ, Pcm
+from voice_agent.errors import ModelError
+
+log = logging.getLogger(__name__)
+CHUNK = SPEECH_RATE_HZ // 100  # the module works on exactly 10 ms
+MAX_FAR_BLOCKS = 200  # far-end blocks kept while nobody listens (about 8 s of 40 ms blocks)
+KEPT_S = 1.5  # reference kept to compare with the output: more than any echo delay seen
+
+
+def start(setting: str, mic_latency_s: float, speaker_latency_s: float) -> EchoCanceller | None:
+    """The canceller for ``audio.echo_cancellation``: None when "off", or "auto" where it
+    cannot load (the caller says so); ModelError when "on" and it cannot load."""
+    if setting == "off":
+        return None
+    try:
+        return EchoCanceller(round((mic_latency_s + speaker_latency_s) * 1000))
+    except Exception as exc:  # a missing package, or a library that does not load here
+        log.debug("echo canceller unavailable", exc_info=True)
+        if setting == "on":
+            raise ModelError(
+                f"echo cancellation cannot start ({type(exc).__name__}: {exc}): install it "
+                'with scripts/setup.sh, or set audio.echo_cancellation = "off"'
+            ) from None
+        return None
+
+
+class EchoCanceller:
+    """One conversation's canceller; ``played`` is safe from the speaker's audio thread."""
+
+    def __init__(self, delay_ms: int, noise_suppression: bool = True) -> None:
+        from livekit import rtc
+
+        self._rtc: Any = rtc
+        self._apm = rtc.AudioProcessingModule(
+            echo_cancellation=True, noise_suppression=noise_suppression, high_pass_filter=True
+        )
+        self.delay_ms = max(0, min(500, delay_ms))
+        self._apm.set_stream_delay_ms(self.delay_ms)
+        self._far: collections.deque[Pcm] = collections.deque(maxlen=MAX_FAR_BLOCKS)
+        self._far_rest = np.zeros(0, dtype=np.int16)
+        kept = int(KEPT_S * SPEECH_RATE_HZ)
+        self._recent_far = np.zeros(kept, dtype=np.float32)  # the last reference fed
+        self._recent_out = np.zeros(kept, dtype=np.float32)  # the last output
+
+    def played(self, block: Pcm) -> None:
+        """A 16 kHz block the speaker just gave the device (silence too: timing matters)."""
+        self._far.append(block)
+
+    def clean(self, samples: Pcm) -> Pcm:
+        """The microphone's samples (a whole number of 10 ms) with the echo of what was
+        played removed."""
+        if len(samples) % CHUNK:
+            raise ValueError(f"echo cancellation needs whole 10 ms frames, got {len(samples)}")
+        self._feed_far()
+        out = np.empty(len(samples), dtype=np.int16)
+        for start in range(0, len(samples), CHUNK):
+            frame = self._frame(samples[start : start + CHUNK])
+            self._apm.set_stream_delay_ms(self.delay_ms)  # WebRTC wants it with every frame
+            self._apm.process_stream(frame)
+            out[start : start + CHUNK] = np.frombuffer(frame.data, dtype=np.int16)
+        self._recent_out = _shifted_in(self._recent_out, out)
+        return out
+
+    def echo_likeness(self, window_ms: int = 200) -> float:
+        """How much the last ``window_ms`` of output looks like what was played: the best
+        normalised correlation with the recent reference at any delay, 0..1. When the echo
+        path changes (a device's latency jumps after an underrun, a reply starts after a
+        silence) the canceller lets echo through for a few hundred ms until it has caught
+        up; that leak is the reference, delayed, and correlates strongly (0.8-1.0 measured in
+        the room), while a user talking over the reply does not (under 0.2)."""
+        n = SPEECH_RATE_HZ * window_ms // 1000
+        seg = self._recent_out[-n:].astype(np.float64)
+        ref = self._recent_far.astype(np.float64)
+        seg_norm = float(np.linalg.norm(seg))
+        if seg_norm == 0.0 or not ref.any():
+            return 0.0
+        size = 1 << (len(ref) + n - 1).bit_length()
+        corr = np.fft.irfft(np.fft.rfft(ref, size) * np.conj(np.fft.rfft(seg, size)), size)
+        corr = corr[: len(ref) - n + 1]
+        energy = np.concatenate([[0.0], np.cumsum(ref**2)])
+        local = np.sqrt(np.maximum(energy[n:] - energy[:-n], 1e-9))
+        return float(np.clip(np.max(np.abs(corr) / (local * seg_norm + 1e-9)), 0.0, 1.0))
+
+    def _feed_far(self) -> None:
+        while self._far:
+            far = np.concatenate([self._far_rest, self._far.popleft()])
+            whole = len(far) // CHUNK * CHUNK
+            for start in range(0, whole, CHUNK):
+                self._apm.process_reverse_stream(self._frame(far[start : start + CHUNK]))
+            self._far_rest = far[whole:].copy()
+            self._recent_far = _shifted_in(self._recent_far, far[:whole])
+
+    def _frame(self, samples: Pcm) -> Any:
+        return self._rtc.AudioFrame(bytearray(samples.tobytes()), SPEECH_RATE_HZ, 1, CHUNK)
+
+
+def _shifted_in(kept: npt.NDArray[np.float32], new: Pcm) -> npt.NDArray[np.float32]:
+    """``kept`` with ``new`` appended at the end and as much dropped from the start."""
+    if len(new) >= len(kept):
+        return new[-len(kept) :].astype(np.float32)
+    return np.concatenate([kept[len(new) :], new.astype(np.float32)])
