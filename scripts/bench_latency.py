@@ -64,6 +64,12 @@ def main() -> int:
     p.add_argument("--idle", type=float, default=10.0, help="seconds of idle listening to time")
     p.add_argument("--json", type=Path, default=Path("bench-results/latency.json"))
     p.add_argument("--streaming-only", action="store_true", help="skip the sequential run")
+    p.add_argument(
+        "--speakers",
+        action="store_true",
+        help="the agent hears its own voice as loud as the user's (laptop speakers)",
+    )
+    p.add_argument("--echo-cancellation", choices=("auto", "on", "off"), default="auto")
     p.add_argument("--embedded", action="store_true",
                    help="answer with the embedded llama.cpp model instead of the scripted server "
                         "(its memory is not counted: it is a separate process)")  # fmt: skip
@@ -79,7 +85,7 @@ def main() -> int:
 
 
 def run(mode: str, chosen: list[Any], args: argparse.Namespace) -> dict[str, Any]:
-    headset = Headset("bench")
+    headset = Headset("bench", speakers=args.speakers)
     reply = Stream(REPLY, first_token_delay_s=args.first_token, chunk_delay_s=1 / args.rate)
     with tempfile.TemporaryDirectory() as tmp, ScriptedLLM(reply) as server:
         folder = Path(tmp)
@@ -90,8 +96,9 @@ def run(mode: str, chosen: list[Any], args: argparse.Namespace) -> dict[str, Any
             config.write_text("")
         launched = time.monotonic()
         llm = [] if args.embedded else ["--llm-url", server.url]
-        agent = AgentProcess(["--config", str(config), *llm,
-                              "--transcripts-dir", str(folder / "t"), "chat"],
+        agent = AgentProcess(["--config", str(config), *llm, "--echo-cancellation",
+                              args.echo_cancellation, "--transcripts-dir", str(folder / "t"),
+                              "chat"],
                              headset.ear, headset.agent)  # fmt: skip
         try:
             agent.wait_for("Listening", timeout=120)
@@ -240,7 +247,9 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> None
         if args.embedded
         else f"first token after {args.first_token:.2f} s, {args.rate:.0f} words/s"
     )
-    print(f"LLM: {llm}; hangover {hangover:.2f} s; {len(s['latency_s'])} clips")
+    room = "speakers (hears itself)" if args.speakers else "headset"
+    print(f"LLM: {llm}; hangover {hangover:.2f} s; {len(s['latency_s'])} clips; room: {room}; "
+          f"echo cancellation {args.echo_cancellation}")  # fmt: skip
     print(f"reply: {REPLY!r}")
     rows = [
         ("end of speech -> first audio, median (s)", "median", hangover + 0.35),

@@ -26,11 +26,9 @@ from test_vad import first_voiced_sample
 
 from voice_agent import echo
 from voice_agent.audio import SPEECH_RATE_HZ, Audio, read_file
-from voice_agent.config import TtsConfig
 from voice_agent.errors import ModelError
 from voice_agent.speaker import ReferenceClock
 from voice_agent.transcript import read
-from voice_agent.tts import PiperTts
 from voice_agent.vad import VoiceDetector
 
 REPLY = (
@@ -42,8 +40,9 @@ REPLY = (
 
 @pytest.fixture(scope="module")
 def far_speech() -> Audio:
-    """About 12 s of the agent's own voice, at Piper's 22.05 kHz."""
-    return PiperTts(TtsConfig()).synthesize(REPLY)
+    """10 s of a reader at 22.05 kHz, the agent's voice here: a recording rather than Piper,
+    whose voice varies from one synthesis to the next, so every run hears the same."""
+    return read_file(clip("LJ001-0001.flac").path, resample=False)
 
 
 def echo_path(far16: np.ndarray, delay_ms: int = 40, gain_db: float = -6.0) -> np.ndarray:
@@ -308,3 +307,55 @@ def playback_stop(agent_side: np.ndarray, onset: int) -> float:
         elif i - last >= 80 and last > 0:
             break
     return ((last + 1) * 160 - SPEECH_RATE_HZ) / SPEECH_RATE_HZ
+
+
+def test_an_underrun_shifts_the_reference_with_the_device() -> None:
+    """The device's DAC time jumps after an underrun: the reference gets the same silence."""
+    clock = ReferenceClock(48000)
+    reference = np.ones(SPEECH_RATE_HZ, dtype=np.int16)
+    clock.device_time(10.0, 1920)
+    clock.played(reference, 0, 1920)
+    assert clock.take().size == 640
+    clock.device_time(10.04 + 0.040, 1920)  # 40 ms late: the device played 40 ms of silence
+    clock.played(reference, 1920, 1920)
+    block = clock.take()
+    assert block.size == 640 + 640 and not block[:640].any() and block[640:].all()
+
+
+def test_after_an_underrun_the_next_reply_is_still_cancelled() -> None:
+    """A reply, a silence in which the device runs dry for a moment, the next reply. Time
+    goes on for the microphone meanwhile, and everything the speaker plays afterwards sounds
+    that much later; told so by the device's DAC time, the reference keeps step and the
+    canceller never lets the second reply through (not told, this one leaks a start)."""
+    voice = read_file(clip("1995-1837-0001.wav").path)
+    assert leaked_starts(voice, gap_ms=80, told=True) == 0
+
+
+def leaked_starts(far_speech: Audio, gap_ms: int, told: bool) -> int:
+    """Speech starts heard in the second reply. Simulated in device time: speaker callbacks
+    every 40 ms (the one after the underrun ``gap_ms`` late), microphone frames every 20 ms,
+    each frame processed after the callbacks that came before it."""
+    far = far_speech.resampled(SPEECH_RATE_HZ).samples[: 5 * SPEECH_RATE_HZ]
+    gap = SPEECH_RATE_HZ * gap_ms // 1000
+    pause = np.zeros(SPEECH_RATE_HZ, dtype=np.int16)
+    fed = np.concatenate([far, pause, far])  # what the speaker was handed, 640 at a time
+    at = far.size + pause.size // 2 // 640 * 640  # the late callback, mid-silence
+    sounded = np.concatenate([fed[:at], np.zeros(gap, dtype=np.int16), fed[at:]])
+    near = echo_path(sounded, delay_ms=60, gain_db=0.0)
+    canceller = echo.EchoCanceller(delay_ms=60)
+    clock = ReferenceClock(SPEECH_RATE_HZ)
+    detector = VoiceDetector(aggressiveness=2)
+    run, starts, fed_to, played_at = 0, 0, 0, 0  # played_at: device time of the next block
+    for j in range(0, near.size - 320, 320):
+        while fed_to < fed.size and played_at <= j:
+            if fed_to == at:
+                played_at += gap  # the device ran dry: this block sounds late
+            clock.device_time(100.0 + played_at / SPEECH_RATE_HZ if told else 0.0, 640)
+            clock.played(fed, fed_to, 640)
+            canceller.played(clock.take())
+            fed_to += 640
+            played_at += 640
+        cleaned = canceller.clean(np.clip(near[j : j + 320], -32768, 32767).astype(np.int16))
+        run = run + 1 if detector.is_speech(cleaned) else 0
+        starts += run == 5 and j > at + gap
+    return starts

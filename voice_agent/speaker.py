@@ -147,9 +147,14 @@ class Speaker:
     def _callback(self, outdata: Any, frames: int, time_info: Any, status: Any) -> None:
         out = outdata[:, 0]
         filled = 0
-        if status.output_underflow and self._queue:
-            self._underrun()
+        if status.output_underflow:
+            if self._queue:
+                self._underrun()
+            else:
+                log.debug("output underrun while idle")
         reference = self._reference if self.far_end is not None else None
+        if reference is not None:
+            reference.device_time(float(time_info.outputBufferDacTime), frames)
         with self._lock:
             while filled < frames and self._queue:
                 piece = self._queue[0]
@@ -199,7 +204,21 @@ class ReferenceClock:
         self.rate_hz = rate_hz
         self._device = 0  # device samples played
         self._given = 0  # reference samples produced
+        self._next_dac: float | None = None  # when the next block should sound, if known
         self._parts: list[Pcm] = []
+
+    def device_time(self, dac_time: float, frames: int) -> None:
+        """When the block about to be filled will sound (PortAudio's DAC time; 0 = unknown).
+        After an underrun the device has played silence nobody handed it, and everything
+        after sounds later by as much: the reference gets the same silence, or the echo
+        would arrive later than the canceller expects (measured: delay jumps of 40 ms and
+        a few hundred ms of uncancelled echo at the next reply)."""
+        if dac_time <= 0:
+            self._next_dac = None
+            return
+        if self._next_dac is not None and dac_time - self._next_dac > GAP_S:
+            self.played(None, 0, round((dac_time - self._next_dac) * self.rate_hz))
+        self._next_dac = dac_time + frames / self.rate_hz
 
     def played(self, reference: Pcm | None, pos: int, n: int) -> None:
         """``n`` device samples from ``pos`` of a piece (None: silence)."""
@@ -220,6 +239,7 @@ class ReferenceClock:
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int16)
 
 
+GAP_S = 0.002  # a later DAC time than this means the device inserted silence
 UNDERRUNS_TOLD = 5  # underruns while speaking, within UNDERRUN_WINDOW_S, that are told
 UNDERRUN_WINDOW_S = 10.0
 
