@@ -52,10 +52,12 @@ from test_vad import first_voiced_sample  # noqa: E402
 
 from voice_agent.audio import SPEECH_RATE_HZ, read_file  # noqa: E402
 
-USERS = ["1272-128104-0000.wav", "arctic_a0024.wav", "1995-1837-0001.wav", "jfk.flac",
-         "LJ001-0001.flac", "2412-153948-0000.flac", "1089-134686-0000.flac",
-         "sense_and_sensibility_01_austen_64kb-0870.wav", "LJ050-0131.wav",
-         "sense_and_sensibility_01_austen_64kb-0920.wav"]  # fmt: skip
+# Interrupting clips: one breath each (a clip with a long pause would be two turns).
+USERS = ["1272-128104-0000.wav", "arctic_a0024.wav", "1995-1837-0001.wav",
+         "1089-134686-0001.flac", "sense_and_sensibility_01_austen_64kb-0870.wav",
+         "1089-134691-0000.flac", "sense_and_sensibility_01_austen_64kb-0920.wav",
+         "sense_and_sensibility_01_austen_64kb-0880.wav", "2830-3980-0043.wav",
+         "LJ001-0001.flac"]  # fmt: skip
 
 
 def main() -> int:
@@ -65,6 +67,7 @@ def main() -> int:
     p.add_argument("--json", type=Path, default=Path("bench-results/echo.json"))
     args = p.parse_args()
     ensure_pulseaudio()
+    Path("bench-results").mkdir(exist_ok=True)
     results = {"machine": machine_name(), "echo": echo_left(args.replies)}
     results["interruption"] = interruptions(args.tries)
     args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -138,8 +141,8 @@ async def _play_replies(replies: int) -> dict[str, Any]:
         "replies": replies,
         "reply_seconds": round(played, 1),
         "echo_frames": len(loud),
-        "erle_db_median": round(statistics.median(erle), 1),
-        "erle_db_p10": round(float(np.percentile(erle, 10)), 1),
+        "erle_db": round(_db(r[during]) - _db(c[during]), 1),
+        "erle_db_p10_of_frames": round(float(np.percentile(erle, 10)), 1),
         "echo_level_dbfs_off": round(_db(r[during]) - 90.3, 1),
         "echo_level_dbfs_on": round(_db(c[during]) - 90.3, 1),
         "voiced_frames_off": voiced(r),
@@ -155,49 +158,64 @@ def _db(x: np.ndarray) -> float:
 
 
 def interruptions(tries: int) -> dict[str, Any]:
+    """Every reply is long; 1 s into each one's sound the next clip interrupts it, so each
+    try's words are the requests made after its clip started."""
     room = Headset("bargebench", speakers=True)
     names = [USERS[i % len(USERS)] for i in range(tries)]
-    long = reply_of(30)
     try:
-        with (
-            tempfile.TemporaryDirectory() as tmp,
-            ScriptedLLM(*[Stream(long), Stream("Okay.")] * tries) as server,
-        ):
+        with tempfile.TemporaryDirectory() as tmp, ScriptedLLM(Stream(reply_of(30))) as server:
             folder = Path(tmp)
-            agent = AgentProcess(["--llm-url", server.url, "--transcripts-dir",
+            agent = AgentProcess(["--debug", "--llm-url", server.url, "--transcripts-dir",
                                   str(folder / "t"), "chat"], room.ear, room.agent)  # fmt: skip
+            heard_words = []
             try:
                 agent.wait_for("Listening", timeout=120)
                 rec = Recorder(f"{room.room}.monitor", channels=2)
                 time.sleep(1.0)
+                play(room.user, as_wav(clip("cards_002.wav").path, folder))
+                wait_until(lambda: len(server.requests) > 0, 30, "the first reply")
                 for n, name in enumerate(names):
                     print(f"interruption {n + 1}/{tries}: {name}", file=sys.stderr)
-                    play(room.user, as_wav(clip("cards_002.wav").path, folder))
-                    wait_until(lambda n=n: len(server.requests) > 2 * n, 30, "the long reply")
                     heard = rec.so_far().shape[0]
                     wait_until(lambda h=heard: agent_speaks(rec, h), 10, "the reply's sound")
                     time.sleep(1.0)
+                    asked = len(server.requests)
                     play(room.user, as_wav(clip(name).path, folder))
-                    wait_until(lambda n=n: len(sidecar(folder)) >= 2 * n + 2, 60, "the turn")
-                    time.sleep(1.5)
+                    wait_until(lambda a=asked: len(server.requests) > a, 30, "the new turn")
+                    time.sleep(2.0)  # a clip split in two turns asks twice
+                    heard_words.append(
+                        " ".join(
+                            server.user_messages(i)[-1] for i in range(asked, len(server.requests))
+                        )
+                    )
+                time.sleep(1.0)
                 recording = rec.stop()
                 assert agent.interrupt() == 0, agent.errors
             finally:
                 agent.kill()
+                Path("bench-results/echo-agent.log").write_text("\n".join(agent.errors))
             records = sidecar(folder)
-            heard_words = [server.user_messages(2 * n + 1)[-1] for n in range(tries)]
     finally:
         room.close()
-    stops = []
+    np.save(Path("bench-results/echo-recording.npy"), recording)  # for a second look
+    stops, cursor = [], 0
     for name in names:
         voice = read_file(clip(name).path).samples
-        onset = _locate(recording[:, 0], voice) + first_voiced_sample(voice)
-        stops.append(round(playback_stop(recording[:, 1], onset), 3))
+        start = cursor + _locate(recording[cursor:, 0], voice)
+        onset = start + first_voiced_sample(voice)
+        cursor = start + voice.size  # clips repeat: find each after the one before
+        try:
+            stops.append(round(playback_stop(recording[:, 1], onset), 3))
+        except AssertionError:
+            print(f"{name}: the reply was not playing when it started", file=sys.stderr)
     references = [clip(name).transcript for name in names]
+    doubted = [line for line in agent.errors if "doubted" in line]
     return {
         "tries": tries,
-        "interrupted": sum(bool(r["interrupted"]) for r in records[0::2]),
-        "stop_after_onset_s": stops,
+        "interrupted": sum(bool(r["interrupted"]) for r in records),
+        "turns": len(records),
+        "doubted_starts": len(doubted),
+        "stop_after_onset_s": stops,  # tries where the reply was playing
         "wer": round(wer(references, heard_words), 4),
         "per_clip_wer": [round(wer([r], [h]), 3)
                          for r, h in zip(references, heard_words, strict=True)],
@@ -211,14 +229,16 @@ def report(results: dict[str, Any]) -> None:
     print(f"machine: {results['machine']}")
     print(f"echo: {e['replies']} replies, {e['reply_seconds']} s of the agent's voice at the "
           f"user's level, {e['echo_frames']} loud 20 ms frames")  # fmt: skip
-    print(f"  echo level {e['echo_level_dbfs_off']} dBFS -> {e['echo_level_dbfs_on']} dBFS; "
-          f"ERLE median {e['erle_db_median']} dB, p10 {e['erle_db_p10']} dB")  # fmt: skip
+    print(f"  echo level {e['echo_level_dbfs_off']} dBFS -> {e['echo_level_dbfs_on']} dBFS: "
+          f"ERLE {e['erle_db']} dB (10 % of frames below "
+          f"{e['erle_db_p10_of_frames']} dB)")  # fmt: skip
     print(f"  voiced frames {e['voiced_frames_off']} -> {e['voiced_frames_on']}; speech starts "
           f"{e['speech_starts_off']} -> {e['speech_starts_on']}; "
           f"canceller CPU {e['cpu_ms_per_s']} ms per s of audio")  # fmt: skip
-    print(f"interruption: {i['interrupted']}/{i['tries']} replies stopped; stop after the "
+    print(f"interruption: {i['interrupted']} of {i['turns']} replies stopped for {i['tries']} "
+          f"tries ({i['doubted_starts']} starts doubted as echo); stop after the "
           f"user's first voiced sample median {statistics.median(stops) * 1000:.0f} ms, p90 "
-          f"{pct(stops, 0.9) * 1000:.0f} ms, worst {max(stops) * 1000:.0f} ms; interrupting "
+          f"{pct(stops, 90) * 1000:.0f} ms, worst {max(stops) * 1000:.0f} ms; interrupting "
           f"words WER {i['wer']:.1%}")  # fmt: skip
 
 

@@ -359,3 +359,21 @@ def leaked_starts(far_speech: Audio, gap_ms: int, told: bool) -> int:
         run = run + 1 if detector.is_speech(cleaned) else 0
         starts += run == 5 and j > at + gap
     return starts
+
+
+@pytest.mark.parametrize(
+    ("heard", "echo_only"),
+    [
+        ("", True),  # a leak Silero or Whisper found no words in
+        ("That is a", True),  # the start of the reply, come back through the canceller
+        ("Good question.", True),
+        ("Stop.", False),  # the user, in words the reply does not have
+        ("No, I meant the other one", False),
+        ("That is a lie", False),  # one word of their own is enough
+    ],
+)
+def test_a_doubted_start_is_judged_by_its_words(heard: str, echo_only: bool) -> None:
+    from voice_agent.live import is_echo
+
+    reply = "That is a good question, and the answer depends on what you have tried so far."
+    assert is_echo(heard, reply) is echo_only

@@ -62,6 +62,7 @@ class Agent:
         self.speak_notices = False  # say errors aloud (a live speaker, not a reply file)
         self.keep_audio = False  # transcripts.save_audio: FLAC of each utterance and reply
         self.keep_shown = False  # an interrupted reply keeps what was shown, not what was spoken
+        self.speaking: ReplyPipeline | None = None  # the reply being spoken, if any
         self._unsaid = ""  # a notice to speak once the reply in progress is over
         writer.on_failure = self._not_saved
         writer.on_recovery = self._saved_again
@@ -113,6 +114,7 @@ class Agent:
         synthesize = self._synthesize if self.tts is not None else None
         reply = ReplyPipeline(turn, self.config, self.display, synthesize, self.out, gate,
                               lambda: self.commit(turn))  # fmt: skip
+        self.speaking = reply
         try:
             finish = await reply.run(self._ask(turn))
         except asyncio.CancelledError:
@@ -127,6 +129,8 @@ class Agent:
             log.debug("unexpected error in turn %d", turn.number, exc_info=True)
             message = f"unexpected error: {type(exc).__name__}: {exc} (--debug shows the details)"
             return await self._failed(turn, gate, reply.text, message, UNEXPECTED_SPOKEN)
+        finally:
+            self.speaking = None
         self._finish(turn, reply.text, finish)
         await self.say_unsaid()
         return True

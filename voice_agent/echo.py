@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 CHUNK = SPEECH_RATE_HZ // 100  # the module works on exactly 10 ms
 MAX_FAR_BLOCKS = 200  # far-end blocks kept while nobody listens (about 8 s of 40 ms blocks)
 KEPT_S = 1.5  # reference kept to compare with the output: more than any echo delay seen
+RECENT_CHUNKS = 200  # chunks kept for that: at least KEPT_S of 20 and 40 ms chunks
 
 
 def start(setting: str, mic_latency_s: float, speaker_latency_s: float) -> EchoCanceller | None:
@@ -55,12 +56,14 @@ class EchoCanceller:
             echo_cancellation=True, noise_suppression=noise_suppression, high_pass_filter=True
         )
         self.delay_ms = max(0, min(500, delay_ms))
+        # once: AEC3 estimates the delay itself, and a call per frame costs 15 % of its CPU
         self._apm.set_stream_delay_ms(self.delay_ms)
         self._far: collections.deque[Pcm] = collections.deque(maxlen=MAX_FAR_BLOCKS)
         self._far_rest = np.zeros(0, dtype=np.int16)
-        kept = int(KEPT_S * SPEECH_RATE_HZ)
-        self._recent_far = np.zeros(kept, dtype=np.float32)  # the last reference fed
-        self._recent_out = np.zeros(kept, dtype=np.float32)  # the last output
+        # the last reference fed and the last output, as the chunks they came in (joined
+        # only when asked: copying 1.5 s on every frame would double the canceller's CPU)
+        self._recent_far: collections.deque[Pcm] = collections.deque(maxlen=RECENT_CHUNKS)
+        self._recent_out: collections.deque[Pcm] = collections.deque(maxlen=RECENT_CHUNKS)
 
     def played(self, block: Pcm) -> None:
         """A 16 kHz block the speaker just gave the device (silence too: timing matters)."""
@@ -75,10 +78,9 @@ class EchoCanceller:
         out = np.empty(len(samples), dtype=np.int16)
         for start in range(0, len(samples), CHUNK):
             frame = self._frame(samples[start : start + CHUNK])
-            self._apm.set_stream_delay_ms(self.delay_ms)  # WebRTC wants it with every frame
             self._apm.process_stream(frame)
             out[start : start + CHUNK] = np.frombuffer(frame.data, dtype=np.int16)
-        self._recent_out = _shifted_in(self._recent_out, out)
+        self._recent_out.append(out)
         return out
 
     def echo_likeness(self, window_ms: int = 200) -> float:
@@ -89,8 +91,10 @@ class EchoCanceller:
         up; that leak is the reference, delayed, and correlates strongly (0.8-1.0 measured in
         the room), while a user talking over the reply does not (under 0.2)."""
         n = SPEECH_RATE_HZ * window_ms // 1000
-        seg = self._recent_out[-n:].astype(np.float64)
-        ref = self._recent_far.astype(np.float64)
+        seg = _joined(self._recent_out)[-n:]
+        ref = _joined(self._recent_far)[-int(KEPT_S * SPEECH_RATE_HZ) :]
+        if len(seg) < n or len(ref) < n:
+            return 0.0
         seg_norm = float(np.linalg.norm(seg))
         if seg_norm == 0.0 or not ref.any():
             return 0.0
@@ -108,14 +112,11 @@ class EchoCanceller:
             for start in range(0, whole, CHUNK):
                 self._apm.process_reverse_stream(self._frame(far[start : start + CHUNK]))
             self._far_rest = far[whole:].copy()
-            self._recent_far = _shifted_in(self._recent_far, far[:whole])
+            self._recent_far.append(far[:whole])
 
     def _frame(self, samples: Pcm) -> Any:
         return self._rtc.AudioFrame(bytearray(samples.tobytes()), SPEECH_RATE_HZ, 1, CHUNK)
 
 
-def _shifted_in(kept: npt.NDArray[np.float32], new: Pcm) -> npt.NDArray[np.float32]:
-    """``kept`` with ``new`` appended at the end and as much dropped from the start."""
-    if len(new) >= len(kept):
-        return new[-len(kept) :].astype(np.float32)
-    return np.concatenate([kept[len(new) :], new.astype(np.float32)])
+def _joined(chunks: collections.deque[Pcm]) -> npt.NDArray[np.float64]:
+    return np.concatenate(list(chunks)).astype(np.float64) if chunks else np.zeros(0)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
@@ -35,6 +36,8 @@ log = logging.getLogger(__name__)
 # measured in the room, leaks 0.45-0.63, the user starting over the reply 0.0-0.43.
 ECHO_LIKENESS = 0.4
 RECHECK_FRAMES = 5  # voiced frames between rechecks of a doubted start (100 ms at 20 ms)
+DOUBT_FRAMES = 50  # voiced frames after which a start is the user's anyway (1 s at 20 ms): the
+# canceller's leaks last a few hundred ms
 
 
 @dataclass
@@ -148,6 +151,7 @@ class LiveSession:
             self.display.status("hearing")
             self._spawn(self.agent.chat.warm())  # the request will follow in seconds
             if self.barge_in and self.speaker.playing:
+                self.speaker.pause()  # at once; resumed if it was only the reply's echo
                 self._doubted = 1
                 self._barge_in_unless_echo()
         elif isinstance(event, Paused) and self.config.reply.early_transcription:
@@ -161,22 +165,36 @@ class LiveSession:
         elif isinstance(event, Utterance):
             if self._doubted:
                 self._doubted = 0
-                log.info("ignored %.1f s of the agent's own voice", event.audio.seconds)
-                return  # it never stopped being the reply's echo
+                self._spawn(self._echo_or_user(event, speech_end(frame, event)))
+                return
             self.take(event, speech_end(frame, event))
 
     def _barge_in_unless_echo(self) -> None:
         """Stop the reply for the user's voice, not for the canceller's leak: when the echo
-        path shifts (a reply starting after a silence, an underrun) a few hundred ms of echo
-        get through, and they still look like what is being played. Such a start is doubted
-        and rechecked as more of it is heard; the user going on makes it clear."""
+        path shifts, a few hundred ms of echo can get through, and they look like what is
+        being played. Playback pauses at once either way; a start that correlates with the
+        reply is doubted and rechecked as more of it is heard (the user going on makes it
+        clear), and a doubted utterance is judged by its words when it ends."""
         likeness = self.echo.echo_likeness() if self.echo is not None else 0.0
-        if likeness >= ECHO_LIKENESS:
+        if likeness >= ECHO_LIKENESS and self._doubted < DOUBT_FRAMES:
             log.debug("speech start doubted: %.2f like the reply", likeness)
             return
         self._doubted = 0
         if self.speaker.playing:
             self.interrupt("barge-in")  # the agent records what was spoken
+
+    async def _echo_or_user(self, u: Utterance, ended: float) -> None:
+        """A doubted utterance ended: the reply's own words (or none) resume the reply; any
+        other words are the user's, and take the floor as a barge-in would have."""
+        speaking = self.agent.speaking
+        heard = await self.agent.hear(u.audio)
+        if speaking is not None and is_echo(heard.text, speaking.text):
+            log.info("%.1f s of the reply's own echo (%r): reply resumed", u.audio.seconds,
+                     heard.text)  # fmt: skip
+            self.speaker.resume()
+            return
+        self.interrupt("barge-in")
+        self.take(u, ended)
 
     def _update_gate(self) -> None:
         """The agent may speak when the user is silent and nothing they said is undecided."""
@@ -321,6 +339,13 @@ class LiveSession:
         if pending is not None and not pending.turn.committed and pending.turn.text:
             self.agent.commit(pending.turn)  # what the user said is kept even if never answered
         self.display.status("stopped")
+
+
+def is_echo(heard: str, reply: str) -> bool:
+    """Whether what was heard is nothing, or only words of the reply (the agent's own voice
+    through a canceller that let some through)."""
+    words = re.findall(r"[a-z0-9']+", heard.lower())
+    return not words or set(words) <= set(re.findall(r"[a-z0-9']+", reply.lower()))
 
 
 def speech_end(frame: Frame, u: Utterance) -> float:

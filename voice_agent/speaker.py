@@ -76,6 +76,7 @@ class Speaker:
         self._idle = threading.Event()
         self._idle.set()
         self._audible_until = 0.0
+        self._paused = False
         # Sees, at 16 kHz, every block handed to the device, silence included, on the audio
         # thread: the echo canceller's far end. Must be quick and must not block.
         self.far_end: Callable[[Pcm], None] | None = None
@@ -107,9 +108,17 @@ class Speaker:
             self._lengths[tag] += len(samples)
             self._idle.clear()
 
+    def pause(self) -> None:
+        """Silence at once, keeping what is queued: ``resume`` goes on where it stopped."""
+        self._paused = True
+
+    def resume(self) -> None:
+        self._paused = False
+
     def stop(self) -> None:
         """Silence at once: drop everything queued and playing."""
         with self._lock:
+            self._paused = False
             self._queue.clear()
             if not self._idle.is_set():
                 self._audible_until = time.monotonic() + self.latency_s
@@ -156,7 +165,7 @@ class Speaker:
         if reference is not None:
             reference.device_time(float(time_info.outputBufferDacTime), frames)
         with self._lock:
-            while filled < frames and self._queue:
+            while filled < frames and self._queue and not self._paused:
                 piece = self._queue[0]
                 n = min(frames - filled, len(piece.samples) - piece.pos)
                 out[filled : filled + n] = piece.samples[piece.pos : piece.pos + n]
