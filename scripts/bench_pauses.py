@@ -2,7 +2,8 @@
 """Thinking pauses mid-sentence, through the room: does every clip come out as one whole turn?
 
 A benchmark, not a test: it prints a table and writes JSON. The agent runs as a process in
-a PulseAudio room (half duplex, the defaults) against a scripted loopback LLM. Each entry of
+a PulseAudio room (a headset, or with --speakers laptop speakers; the defaults otherwise)
+against a scripted loopback LLM. Each entry of
 the pause set (tests/data/pauses.tsv: public clips with 0.5-1.0 s of silence inserted at a
 word boundary near the middle, and the sonnet reader's own pauses) is played as the user,
 and so is the same speech without the inserted pause. An entry is whole when it became
@@ -39,6 +40,11 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--limit", type=int, default=0, help="only the first N entries (0 = all)")
     p.add_argument("--config", type=Path, help="a config file for the agent")
+    p.add_argument(
+        "--speakers",
+        action="store_true",
+        help="the agent hears its own voice as loud as the user's (laptop speakers)",
+    )
     p.add_argument("--json", type=Path, default=Path("bench-results/pauses.json"))
     args = p.parse_args()
     ensure_pulseaudio()
@@ -46,7 +52,7 @@ def main() -> int:
     results: dict[str, Any] = {"machine": machine_name(), "reply": REPLY}
     for variant in ("unpaused", "paused"):
         print(f"playing {len(entries)} entries, {variant}...", file=sys.stderr)
-        results[variant] = run(entries, variant, args.config)
+        results[variant] = run(entries, variant, args.config, args.speakers)
     report(entries, results)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=2))
@@ -54,8 +60,8 @@ def main() -> int:
     return 0
 
 
-def run(entries: list[Paused], variant: str, config: Path | None) -> dict[str, Any]:
-    headset = Headset("pauses")
+def run(entries: list[Paused], variant: str, config: Path | None, speakers: bool) -> dict[str, Any]:
+    headset = Headset("pauses", speakers=speakers)
     with tempfile.TemporaryDirectory() as tmp, ScriptedLLM(Stream(REPLY, 0.1, 0.02)) as server:
         folder = Path(tmp)
         extra = ["--config", str(config)] if config else []

@@ -136,7 +136,10 @@ class LiveSession:
         voiced = self.vad.is_speech(frame.samples)
         for event in self.turns.feed(frame.samples, voiced):
             self._on_event(event, frame)
-        if self._doubted and voiced:
+        if self._doubted and not self.turns.maybe_speech:
+            self._doubted = 0  # a blip too short to be an utterance: the reply goes on
+            self.speaker.resume()
+        elif self._doubted and voiced:
             self._doubted += 1
             if self._doubted % RECHECK_FRAMES == 0:
                 self._barge_in_unless_echo()
@@ -187,8 +190,11 @@ class LiveSession:
         """A doubted utterance ended: the reply's own words (or none) resume the reply; any
         other words are the user's, and take the floor as a barge-in would have."""
         speaking = self.agent.speaking
-        heard = await self.agent.hear(u.audio)
-        if speaking is not None and is_echo(heard.text, speaking.text):
+        try:
+            heard: Transcription | None = await self.agent.hear(u.audio)
+        except Exception:  # told when the utterance is taken as a turn below
+            heard = None
+        if heard is not None and speaking is not None and is_echo(heard.text, speaking.text):
             log.info("%.1f s of the reply's own echo (%r): reply resumed", u.audio.seconds,
                      heard.text)  # fmt: skip
             self.speaker.resume()
