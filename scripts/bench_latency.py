@@ -70,6 +70,9 @@ def main() -> int:
         help="the agent hears its own voice as loud as the user's (laptop speakers)",
     )
     p.add_argument("--echo-cancellation", choices=("auto", "on", "off"), default="auto")
+    p.add_argument("--debug-log", type=Path,
+                   help="run the agent with --debug; write its log and sidecar records here "
+                        "(a folder), to see why a turn was slow")  # fmt: skip
     p.add_argument("--embedded", action="store_true",
                    help="answer with the embedded llama.cpp model instead of the scripted server "
                         "(its memory is not counted: it is a separate process)")  # fmt: skip
@@ -96,7 +99,8 @@ def run(mode: str, chosen: list[Any], args: argparse.Namespace) -> dict[str, Any
             config.write_text("")
         launched = time.monotonic()
         llm = [] if args.embedded else ["--llm-url", server.url]
-        agent = AgentProcess(["--config", str(config), *llm, "--echo-cancellation",
+        debug = ["--debug"] if args.debug_log else []
+        agent = AgentProcess([*debug, "--config", str(config), *llm, "--echo-cancellation",
                               args.echo_cancellation, "--transcripts-dir", str(folder / "t"),
                               "chat"],
                              headset.ear, headset.agent)  # fmt: skip
@@ -107,9 +111,11 @@ def run(mode: str, chosen: list[Any], args: argparse.Namespace) -> dict[str, Any
             idle_cpu = cpu_share(agent.proc.pid, args.idle)
             rec = Recorder(f"{headset.room}.monitor", channels=2)
             time.sleep(1.0)
-            for n, c in enumerate(chosen, start=1):
+            turns_per_clip = []
+            for c in chosen:
+                before = len(read_records(folder))
                 play(headset.user, as_wav(c.path, folder))
-                wait_for_records(folder, n)
+                turns_per_clip.append(wait_for_answer(folder, time.time()) - before)
                 time.sleep(1.0)
             recording = rec.stop()
             peak_rss_mb = peak_rss(agent.proc.pid)
@@ -118,6 +124,11 @@ def run(mode: str, chosen: list[Any], args: argparse.Namespace) -> dict[str, Any
             agent.kill()
             headset.close()
         records = read_records(folder)
+        if args.debug_log:
+            args.debug_log.mkdir(parents=True, exist_ok=True)
+            (args.debug_log / f"{mode}-agent.log").write_text("\n".join(agent.errors) + "\n")
+            with (args.debug_log / f"{mode}-turns.jsonl").open("w") as f:
+                f.writelines(json.dumps(r) + "\n" for r in records)
     latencies, gaps = measure(recording, chosen)
     return {
         "to_listening_s": round(to_listening, 2),
@@ -126,6 +137,7 @@ def run(mode: str, chosen: list[Any], args: argparse.Namespace) -> dict[str, Any
         "latency_s": [round(x, 3) for x in latencies[PRIMARY]],
         "latency_by_marker_s": {k: [round(x, 3) for x in v] for k, v in latencies.items()},
         "stt_s": stage_values(records, "stt"),
+        "turns_per_clip": turns_per_clip,
         "longest_gap_in_reply_s": [round(x, 3) for x in gaps],
         "stages_median_s": stage_medians(records),
     }
@@ -156,11 +168,20 @@ def read_records(folder: Path) -> list[dict[str, Any]]:
     return [json.loads(x) for f in files for x in f.read_text().splitlines() if x]
 
 
-def wait_for_records(folder: Path, n: int, timeout: float = 60) -> None:
+def wait_for_answer(folder: Path, played_until: float, timeout: float = 60) -> int:
+    """Wait until the turn that ends with the clip has been answered in full (a clip whose
+    inner pause ended a turn first has more than one record); how many records there are."""
     deadline = time.monotonic() + timeout
-    while len(read_records(folder)) < n:
+    while True:
+        records = read_records(folder)
+        last = records[-1] if records else {}
+        # the clip's last word ends up to ~0.6 s before its file does
+        if last.get("events", {}).get("speech_end", 0) > played_until - 1.5 and not last.get(
+            "interrupted"
+        ):
+            return len(records)
         if time.monotonic() > deadline:
-            raise SystemExit(f"turn {n} did not complete within {timeout} s")
+            raise SystemExit(f"a clip was not answered within {timeout} s")
         time.sleep(0.05)
 
 
@@ -279,6 +300,10 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> None
     for name, values in s["latency_by_marker_s"].items():
         print(f"  {name:40}{statistics.median(values):>8.2f}{pct(values, 90):>8.2f}"
               f"{max(values):>8.2f}")  # fmt: skip
+    split = [n for n in s["turns_per_clip"] if n > 1]
+    print(f"\nclips answered as one turn: {len(s['turns_per_clip']) - len(split)} of "
+          f"{len(s['turns_per_clip'])} (the others ended a turn at an inner pause: a reply "
+          f"started and the rest of the clip stopped it)")  # fmt: skip
     stt = s["stt_s"]
     print(
         f"\nSTT per turn (sidecar, s): median {statistics.median(stt):.3f}, "

@@ -23,6 +23,19 @@ _CLAUSE = re.compile(r"([,;:\u2014])(\s+)")
 _FENCE = re.compile(r"^\s*(```|~~~)")
 _LIST_MARKER = re.compile(r"^\s*\d+[.)]$")
 MAX_PIECE_CHARS = 400  # a run-on without any boundary is still spoken in bounded pieces
+# Words before which a speaker may pause mid-sentence: where a long sentence is cut into pieces
+# for the voice (tts.clauses) and where a long first sentence is cut to speak sooner.
+PHRASE_STARTS = {
+    "and", "but", "or", "so", "because", "that", "which", "who", "when", "while", "if",
+    "where", "though", "although", "unless", "until", "to", "with", "within", "without",
+    "for", "from", "in", "on", "at", "of", "by", "about", "after", "before", "than",
+}  # fmt: skip
+# A first sentence still open after this many characters is long: rather than wait for its end,
+# its first phrase (up to a word from PHRASE_STARTS) is voiced while the model writes the rest.
+# The voice cuts such a sentence at a phrase start anyway (tts.MAX_CHUNK_CHARS), so the first
+# sound comes sooner without a pause a speaker would not make.
+LONG_FIRST_CHARS = 40
+_WORD = re.compile(r"(?<!\S)\S+(?=\s)")  # a whole word: the next one has begun
 
 
 @dataclass(frozen=True)
@@ -32,6 +45,7 @@ class Piece:
 
     text: str  # stripped of surrounding white space
     end: int  # offset just after the piece's last character in the reply
+    continues: bool = False  # cut mid-sentence: the voice must not end it like a sentence
 
 
 class SentenceSplitter:
@@ -40,6 +54,7 @@ class SentenceSplitter:
         self._buf = ""
         self._taken = 0  # characters of the reply consumed so far
         self._emitted = 0
+        self._mid_sentence = False  # the piece just taken was cut before its sentence ended
 
     def feed(self, text: str) -> list[str]:
         """The pieces that ``text`` completes."""
@@ -61,7 +76,8 @@ class SentenceSplitter:
         while (piece := self._next(final)) is not None:
             if piece.strip():
                 trailing = len(piece) - len(piece.rstrip())
-                out.append(Piece(piece.strip(), self._taken - trailing))
+                out.append(Piece(piece.strip(), self._taken - trailing, self._mid_sentence))
+            self._mid_sentence = False
         self._emitted += len(out)
         return out
 
@@ -112,6 +128,11 @@ class SentenceSplitter:
             for m in _CLAUSE.finditer(rest):
                 if m.start() >= self.first_fragment_chars:
                     return self._take(lead + m.end())
+            if len(rest) >= LONG_FIRST_CHARS:
+                for m in _WORD.finditer(rest, self.first_fragment_chars):
+                    if m.group().lower() in PHRASE_STARTS:
+                        self._mid_sentence = True
+                        return self._take(lead + m.start())
         if final or len(rest) > MAX_PIECE_CHARS:
             space = rest.rfind(" ", 0, MAX_PIECE_CHARS)
             cut = len(rest) if final or space < 0 else space + 1

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 
 from voice_agent.audio import Audio
 from voice_agent.config import ReplyConfig
@@ -24,8 +25,18 @@ from voice_agent.recorder import Turn
 from voice_agent.sentences import Piece, SentenceSplitter
 from voice_agent.speaker import AudioOut
 from voice_agent.speech_text import for_speech
+from voice_agent.tts import clauses
 
 INTERRUPTED = " [interrupted]"
+
+
+@dataclass(frozen=True)
+class Voiced:
+    """Audio queued for output: part of a piece, as a share of the piece's spoken words."""
+
+    piece: Piece
+    start: float  # 0..1
+    end: float  # 0..1; 1 = the piece's last part
 
 
 class ReplyPipeline:
@@ -47,7 +58,7 @@ class ReplyPipeline:
         self.gate = gate
         self.commit = commit  # the user's turn goes into the transcript as the reply starts
         self.parts: list[str] = []
-        self.played: list[Piece] = []  # in output order: the index is the output's tag
+        self.played: list[Voiced] = []  # in output order: the index is the output's tag
         self.finish = "incomplete"
         self._held: list[str] = []  # reply text not shown yet: the user may not have finished
         self._queue: asyncio.Queue[Piece | None] = asyncio.Queue()
@@ -98,16 +109,21 @@ class ReplyPipeline:
         if shown or self.out is None:
             text = self.text
             return (text.rstrip() + "\u2026" if text.strip() else "") + INTERRUPTED
-        text, start, kept = self.text, 0, ""
-        for tag, piece in enumerate(self.played):
+        heard: dict[int, float] = {}  # piece end -> share of its words played
+        for tag, part in enumerate(self.played):
             fraction = self.out.played_fraction(tag)
-            if fraction >= 0.999:
-                kept, start = text[: piece.end], piece.end
+            if fraction > 0 or part.start == 0:
+                share = part.start + (part.end - part.start) * fraction
+                heard[part.piece.end] = max(heard.get(part.piece.end, 0.0), share)
+        text, start, kept = self.text, 0, ""
+        for end, share in heard.items():  # pieces in the order they were voiced
+            if share >= 0.999:
+                kept, start = text[:end], end
                 continue
-            words = text[start : piece.end].split()
-            heard = words[: int(len(words) * fraction)]
-            if heard:
-                kept = (kept + " " + " ".join(heard)).strip() + "\u2026"
+            words = text[start:end].split()
+            said = words[: int(len(words) * share)]
+            if said:
+                kept = (kept + " " + " ".join(said)).strip() + "\u2026"
             break
         return kept.strip() + INTERRUPTED
 
@@ -157,15 +173,24 @@ class ReplyPipeline:
             speakable = for_speech(piece.text)
             if not speakable or self.synthesize is None:
                 continue
-            started = time.perf_counter()
-            audio = await self.synthesize(speakable)
-            self.turn.add_tts(time.perf_counter() - started, audio.seconds)
-            self.turn.mark("first_audio_ready")
-            if self.gate is not None:
-                await self.gate.wait()
-            self._start()
-            if self.out is not None:
-                tag = len(self.played)
-                self.played.append(piece)
-                self.out.enqueue(audio, tag)
-                self.turn.reply_audio.append((tag, audio))
+            if piece.continues and speakable.endswith(".") and not piece.text.endswith("."):
+                speakable = speakable[:-1]  # no sentence's end (pause, falling tone) mid-sentence
+            # a long sentence is voiced part by part (where the voice would cut it anyway), so
+            # its first part plays while the next is synthesised
+            parts = clauses(speakable) if self.config.streaming else [speakable]
+            total, done = len(speakable.split()), 0
+            for part in parts:
+                started = time.perf_counter()
+                audio = await self.synthesize(part)
+                self.turn.add_tts(time.perf_counter() - started, audio.seconds)
+                self.turn.mark("first_audio_ready")
+                if self.gate is not None:
+                    await self.gate.wait()
+                self._start()
+                words = len(part.split())
+                if self.out is not None:
+                    tag = len(self.played)
+                    self.played.append(Voiced(piece, done / total, (done + words) / total))
+                    self.out.enqueue(audio, tag)
+                    self.turn.reply_audio.append((tag, audio))
+                done += words

@@ -14,6 +14,7 @@ import numpy.typing as npt
 from voice_agent.audio import Audio, concat, from_float
 from voice_agent.config import TtsConfig, is_bundled
 from voice_agent.errors import ModelError, error_line
+from voice_agent.sentences import PHRASE_STARTS
 
 if TYPE_CHECKING:
     from piper import PiperVoice
@@ -104,13 +105,6 @@ def clauses(text: str, limit: int = MAX_CHUNK_CHARS) -> list[str]:
             else:
                 out.append(piece)
     return out
-
-
-PHRASE_STARTS = {
-    "and", "but", "or", "so", "because", "that", "which", "who", "when", "while", "if",
-    "where", "though", "although", "unless", "until", "to", "with", "within", "without",
-    "for", "from", "in", "on", "at", "of", "by", "about", "after", "before", "than",
-}  # fmt: skip
 
 
 def _halves(text: str, limit: int) -> list[str]:
