@@ -70,6 +70,9 @@ def main() -> int:
         help="the agent hears its own voice as loud as the user's (laptop speakers)",
     )
     p.add_argument("--echo-cancellation", choices=("auto", "on", "off"), default="auto")
+    p.add_argument(
+        "--toml", default="", help='extra settings for the agent, e.g. "[vad]\\nearly_stt_ms = 100"'
+    )
     p.add_argument("--debug-log", type=Path,
                    help="run the agent with --debug; write its log and sidecar records here "
                         "(a folder), to see why a turn was slow")  # fmt: skip
@@ -96,7 +99,7 @@ def run(mode: str, chosen: list[Any], args: argparse.Namespace) -> dict[str, Any
         if mode == "sequential":  # whole reply, then whole synthesis, then playback
             config.write_text("[reply]\nstreaming = false\nearly_transcription = false\n")
         else:
-            config.write_text("")
+            config.write_text(args.toml.replace("\\n", "\n") + "\n")
         launched = time.monotonic()
         llm = [] if args.embedded else ["--llm-url", server.url]
         debug = ["--debug"] if args.debug_log else []

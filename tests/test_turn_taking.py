@@ -80,19 +80,25 @@ def test_a_finished_transcript_asks_the_model_at_hangover_minus_lead() -> None:
     assert utterance.silence_s == pytest.approx(0.7)  # type: ignore[attr-defined]
 
 
-def test_an_unfinished_transcript_buys_more_silence_and_asks_nothing() -> None:
-    events = run_turn_taking(frames_of(0.5, speech(), 1.0, speech(), 2.5), ["Ten of,", "clubs."])
+def test_an_unfinished_transcript_buys_more_silence_and_asks_nothing_during_it() -> None:
+    events = run_turn_taking(frames_of(0.5, speech(), 0.8, speech(), 2.5), ["Ten of,", "clubs."])
     utterances = [e for _, e in events if isinstance(e, Utterance)]
-    assert len(utterances) == 1  # the 1.0 s pause did not end the turn (hangover 0.7 + 0.6)
+    assert len(utterances) == 1  # the pause did not end the turn (hangover 0.7 + 0.6)
     assert any(isinstance(e, Resumed) for _, e in events)
     assert [e.text for _, e in events if isinstance(e, Ask)] == ["clubs."]
 
 
-def test_the_silence_of_an_extended_hangover_is_reported_with_the_utterance() -> None:
+def test_an_extended_hangover_still_asks_lead_before_it_ends_and_reports_its_silence() -> None:
     events = run_turn_taking(frames_of(0.5, speech(), 2.5), ["I went to the shop and"])
-    [utterance] = [e for _, e in events if isinstance(e, Utterance)]
-    assert not any(isinstance(e, Ask) for _, e in events)
-    assert utterance.silence_s == pytest.approx(1.3)  # 700 ms + 600 ms for "and"
+    [(paused_at, _)] = [(i, e) for i, e in events if isinstance(e, Paused)]
+    [(asked_at, ask)] = [(i, e) for i, e in events if isinstance(e, Ask)]
+    [(ended_at, utterance)] = [(i, e) for i, e in events if isinstance(e, Utterance)]
+    silence_start = paused_at - 200 // 20 + 1
+    # the reply is ready as the longer silence ends, not 0.6 s of preparation after it
+    assert asked_at - silence_start + 1 == (1300 - 250) // 20
+    assert ask.text == "I went to the shop and"  # type: ignore[attr-defined]
+    assert ended_at - silence_start + 1 == 1300 // 20
+    assert utterance.silence_s == pytest.approx(1.3)  # type: ignore[attr-defined]
 
 
 def test_a_late_transcript_asks_at_once_and_a_goodbye_never_asks() -> None:

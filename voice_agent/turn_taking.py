@@ -54,10 +54,11 @@ class TurnTaking:
         self.finished_at = max(vad.finished_at, vad.unfinished_below)
         self.finished_ms = min(vad.finished_hangover_ms, vad.hangover_ms)
         self.speculate = reply.early_transcription and reply.speculative_lead_ms > 0
-        # not before the silence has lasted hangover - lead: a shorter pause is usually
-        # mid-thought, and a request sent then is only cancelled
-        ask_at_ms = max(vad.hangover_ms - reply.speculative_lead_ms, vad.early_stt_ms)
-        self._ask_frames = max(1, ask_at_ms // vad.frame_ms)
+        # not before the silence has lasted hangover - lead (the hangover as extended for
+        # unfinished words): a shorter pause is usually mid-thought, and a request sent then is
+        # only cancelled
+        self._lead_ms = reply.speculative_lead_ms
+        self._early_frames = max(1, vad.early_stt_ms // vad.frame_ms)
         self.end_phrases = [words(p) for p in reply.end_phrases.split(",") if p.strip()]
         self._early: _Early | None = None
 
@@ -78,18 +79,25 @@ class TurnTaking:
                 self._early = _Early(event.generation, event.audio)
             elif isinstance(event, (Started, Resumed, Utterance)):
                 self._early = None
-        if self._early is not None and self.endpointer.silent_frames >= self._ask_frames:
+        if self._early is not None and self._ask_due():
             events += self._ask_if_ready()
         return events
+
+    def _ask_due(self) -> bool:
+        hangover_ms = self.endpointer.hangover_frames * self.frame_ms
+        ask_at = max((hangover_ms - self._lead_ms) // self.frame_ms, self._early_frames)
+        return self.endpointer.silent_frames >= ask_at
 
     def heard(self, generation: int, text: str, finished: float | None = None) -> list[Ask]:
         """The early transcript of ``generation`` is ready, and with an end-of-turn model the
         probability that the user has finished; an ``Ask`` if it is due already.
 
         Unfinished words ("and", a trailing comma, a longer phrase with no full stop) or a
-        model that hears more to come buy more silence; a model sure the turn is over, with
-        words that agree, ends it after ``finished_hangover_ms`` and asks at once; when the
-        model is unsure, the hangover stands.
+        model that hears more to come buy more silence (the request still goes
+        ``speculative_lead_ms`` before that longer silence ends, so a turn that was over after
+        all is answered as promptly); a model sure the turn is over, with words that agree,
+        ends it after ``finished_hangover_ms`` and asks at once; when the model is unsure, the
+        hangover stands.
         """
         early = self._early
         if early is None or early.generation != generation:
@@ -102,11 +110,11 @@ class TurnTaking:
             over = not unfinished and finished >= self.finished_at
         if unfinished and self.unfinished_ms:
             self.endpointer.set_hangover(generation, self.unfinished_ms)
-            return []
-        if over:
+            over = False
+        elif over:
             self.endpointer.set_hangover(generation, self.finished_ms)
         early.may_ask = self.speculate and bool(text) and not self.is_end_phrase(text)
-        if over or self.endpointer.silent_frames >= self._ask_frames:
+        if over or self._ask_due():
             return self._ask_if_ready()
         return []
 

@@ -111,6 +111,11 @@ class Endpointer:
         """Speech has started, or voiced frames are arriving that may start it."""
         return self.in_speech or self._voiced_run > 0
 
+    @property
+    def hangover_frames(self) -> int:
+        """Silent frames that end the utterance being heard (as set_hangover left it)."""
+        return self._hangover
+
     def set_hangover(self, generation: int, ms: int) -> None:
         """End this utterance after ``ms`` of silence instead of ``hangover_ms``: longer when
         the words so far sound unfinished, shorter when the turn is judged over. Already
