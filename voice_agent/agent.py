@@ -33,6 +33,7 @@ from voice_agent.vad import SpeechConfirmer
 log = logging.getLogger(__name__)
 UNEXPECTED_SPOKEN = "Sorry, something went wrong with that answer. The details are on the screen."
 NOT_SAVED_SPOKEN = "Sorry, I cannot save our conversation right now. The details are on the screen."
+UNHEARD_SPOKEN = "Sorry, I could not make out what you said. Please say it again."
 
 
 class Agent:
@@ -195,7 +196,11 @@ class Agent:
         transcript holds the printed line in the sidecar instead."""
         if not self.speak_notices or self.tts is None or self.out is None:
             return
-        audio = await self._synthesize(text)
+        try:
+            audio = await self._synthesize(text)
+        except VoiceAgentError as exc:  # the voice itself failed (a speech server is down)
+            log.debug("notice not spoken: %s", exc)
+            return
         self.out.reset()
         self.out.enqueue(audio, 0)
         try:
@@ -203,6 +208,12 @@ class Agent:
         except asyncio.CancelledError:
             self.out.stop()
             raise
+
+    async def unheard(self, why: VoiceAgentError) -> None:
+        """What the user said could not be transcribed (a speech server failed): tell them
+        on screen and aloud, so they say it again; the session goes on."""
+        self.display.error(f"{why}; what you just said was not heard: please say it again")
+        await self._say(UNHEARD_SPOKEN)
 
     async def say_unsaid(self) -> None:
         """Speak a notice that came up during the reply (the transcript cannot be saved)."""

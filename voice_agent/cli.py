@@ -31,6 +31,8 @@ GLOBAL_FLAGS: dict[str, str | None] = {
     "transcripts_dir": "transcripts.dir",
     "stt_model": "stt.model",
     "voice": "tts.voice",
+    "stt_server": "stt.server",
+    "tts_server": "tts.server",
     "input_device": "audio.input_device",
     "output_device": "audio.output_device",
     "barge_in": "audio.barge_in",
@@ -51,6 +53,10 @@ def _global_options() -> argparse.ArgumentParser:
     g.add_argument("--transcripts-dir", metavar="DIR", help="where session transcripts go")
     g.add_argument("--stt-model", metavar="NAME|PATH", help="faster-whisper size or model folder")
     g.add_argument("--voice", metavar="PATH", help="Piper voice .onnx file")
+    g.add_argument("--stt-server", metavar="URI",
+                   help="speech to text on a Wyoming server, tcp://HOST:PORT")  # fmt: skip
+    g.add_argument("--tts-server", metavar="URI",
+                   help="text to speech on a Wyoming server, tcp://HOST:PORT")  # fmt: skip
     g.add_argument("--input-device", metavar="INDEX|NAME", help="microphone (voice-agent devices)")
     g.add_argument("--output-device", metavar="INDEX|NAME", help="speaker (voice-agent devices)")
     g.add_argument(

@@ -48,6 +48,8 @@ class SttConfig:
     window_s: float = 15.0  # shorter audio is padded to this, not Whisper's 30 s (speed)
     no_speech_threshold: float = 0.6  # segments above this no-speech probability...
     log_prob_threshold: float = -1.0  # ...and below this mean log-probability are dropped
+    server: str = ""  # "" = in process; tcp://HOST:PORT = a Wyoming server (wyoming-faster-whisper)
+    server_timeout_s: float = 10.0  # connecting to the server, and each of its answers
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,8 @@ class TtsConfig:
     voice: str = "bundled"  # "bundled" or a path to a Piper .onnx voice (its .onnx.json beside it)
     length_scale: float = 1.0  # speaking rate: < 1 faster, > 1 slower
     speaker: int = 0  # speaker index for multi-speaker voices
+    server: str = ""  # "" = in process; tcp://HOST:PORT = a Wyoming server (wyoming-piper)
+    server_timeout_s: float = 10.0  # connecting to the server, and each of its answers
 
 
 @dataclass(frozen=True)

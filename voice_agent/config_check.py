@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import typing
 from typing import Any
+from urllib.parse import urlparse
 
 from voice_agent.errors import ConfigError
 from voice_agent.secret import Secret, looks_like_a_variable_name
@@ -19,6 +20,8 @@ RANGES: dict[str, tuple[float, float]] = {
     "stt.window_s": (1.0, 30.0),
     "stt.no_speech_threshold": (0.0, 1.0),
     "stt.log_prob_threshold": (-20.0, 0.0),
+    "stt.server_timeout_s": (0.1, 3600.0),
+    "tts.server_timeout_s": (0.1, 3600.0),
     "llm.connect_timeout_s": (0.1, 3600.0),
     "llm.first_token_timeout_s": (0.1, 3600.0),
     "llm.chunk_timeout_s": (0.1, 3600.0),
@@ -55,6 +58,8 @@ WORDS: dict[str, tuple[str, ...]] = {
     "audio.echo_cancellation": ("auto", "on", "off"),
     "audio.barge_in": ("auto", "on", "off"),
 }
+# Where a speech stage runs: "" (in process) or a Wyoming server's tcp://HOST:PORT.
+SERVERS = {"stt.server": "wyoming-faster-whisper", "tts.server": "wyoming-piper"}
 # Settings that were true/false before they gained "auto": old values still mean on/off.
 WAS_BOOLEAN = {"audio.barge_in"}
 
@@ -85,6 +90,8 @@ def coerce(section: str, cls: type[Any], name: str, value: Any, source: str) -> 
             raise ConfigError(f"{source}: {key} must be a string, got {_shown(value)}")
         if key == "llm.api_key_env":
             _check_variable_name(value, source)
+        if key in SERVERS:
+            return _speech_server(value, key, source)
         return value.strip().lower() if key in WORDS else value
     if kind is bool:
         return _boolean(value, key, source)
@@ -127,6 +134,28 @@ def _number(kind: type[Any], value: Any, key: str, source: str) -> int | float:
         return number
     except (TypeError, ValueError):
         raise ConfigError(f"{source}: {key} must be {wanted}, got {_shown(value)}") from None
+
+
+def _speech_server(value: str, key: str, source: str) -> str:
+    uri = value.strip()
+    if not uri:
+        return ""
+    parsed = urlparse(uri)
+    if parsed.scheme in ("http", "https"):
+        raise ConfigError(
+            f"{source}: {key} {uri}: OpenAI-compatible audio servers are not supported yet; "
+            "give a Wyoming server as tcp://HOST:PORT, or leave it empty to run the model here"
+        )
+    try:
+        port = parsed.port
+    except ValueError:
+        port = None
+    if parsed.scheme != "tcp" or not parsed.hostname or port is None:
+        raise ConfigError(
+            f"{source}: {key} must be tcp://HOST:PORT (a Wyoming server such as "
+            f"{SERVERS[key]}), or empty to run the model here; got {_shown(uri)}"
+        )
+    return uri
 
 
 def _check_variable_name(value: str, source: str) -> None:

@@ -23,6 +23,7 @@ from voice_agent.audio import SPEECH_RATE_HZ, concat
 from voice_agent.config import Config
 from voice_agent.display import Display
 from voice_agent.echo import EchoCanceller
+from voice_agent.errors import VoiceAgentError
 from voice_agent.mic import Frame, Microphone
 from voice_agent.push_to_talk import push_to_talk
 from voice_agent.recorder import Turn
@@ -276,14 +277,18 @@ class LiveSession:
                 self._adopt(pending.turn, u, ended)
                 return
             stt_done = None
-            if early is not None:
-                stt_start = early.started
-                heard = await early.task
-                stt_done = early.heard_at  # not when the hangover ended: that is later
-            else:
-                self._cancel_early()
-                stt_start = time.time()
-                heard = await self.agent.hear(u.audio)
+            try:
+                if early is not None:
+                    stt_start = early.started
+                    heard = await early.task
+                    stt_done = early.heard_at  # not when the hangover ended: that is later
+                else:
+                    self._cancel_early()
+                    stt_start = time.time()
+                    heard = await self.agent.hear(u.audio)
+            except VoiceAgentError as exc:  # a speech server failed: nothing to answer
+                await self.agent.unheard(exc)
+                return
             if not heard.text:
                 log.info("no words in %.1f s of audio", u.audio.seconds)
                 return
@@ -294,7 +299,11 @@ class LiveSession:
                 self._drop_reply("merged with what the user said next")
                 audio = concat([pending.turn.audio, u.audio], SPEECH_RATE_HZ)
                 stt_start, stt_done = time.time(), None
-                text = (await self.agent.transcribe(audio)).text or f"{pending.turn.text} {text}"
+                try:
+                    whole = (await self.agent.transcribe(audio)).text
+                except VoiceAgentError:  # the two parts as heard, then
+                    whole = ""
+                text = whole or f"{pending.turn.text} {text}"
             turn = Turn.spoken("microphone", audio, text)
             turn.mark("speech_end", ended)
             turn.mark("stt_start", min(stt_start, time.time()))

@@ -30,10 +30,11 @@ from voice_agent.llm import ChatClient, Conversation
 from voice_agent.llm_endpoint import choose
 from voice_agent.recorder import Turn
 from voice_agent.speaker import AudioBuffer, AudioOut, Speaker
-from voice_agent.stt import WhisperStt
+from voice_agent.stt import SpeechToText, WhisperStt
 from voice_agent.transcript import TranscriptWriter
-from voice_agent.tts import PiperTts
+from voice_agent.tts import PiperTts, TextToSpeech
 from voice_agent.vad import SpeechConfirmer
+from voice_agent.wyoming_speech import WyomingStt, WyomingTts
 
 if TYPE_CHECKING:
     from voice_agent.mic import Microphone
@@ -81,6 +82,10 @@ async def build_agent(
     elif tts is not None:
         out = AudioBuffer(tts.rate_hz)
     display.note(f"LLM: {model} at {endpoint.shown_url} ({endpoint.provider})")
+    for stage, engine, remote in (("speech to text", stt, config.stt.server),
+                                  ("text to speech", tts, config.tts.server)):  # fmt: skip
+        if engine is not None and remote:
+            display.note(f"{stage}: {engine.name}")
     log.info("ready in %.2f s", time.perf_counter() - launched)
     writer = TranscriptWriter(
         config.transcripts_dir, model, datetime.now(), resume.id if resume else ""
@@ -105,8 +110,8 @@ async def build_agent(
 
 @dataclass(frozen=True)
 class Models:
-    stt: WhisperStt | None
-    tts: PiperTts | None
+    stt: SpeechToText | None
+    tts: TextToSpeech | None
     confirmer: SpeechConfirmer | None  # Silero's second opinion on each utterance
     end_of_turn: EndOfTurn | None  # Smart Turn, judging pauses in live mode
 
@@ -118,17 +123,22 @@ def _load_models(config: Config, needs: Needs, display: Display) -> Models:
     in parallel those peaks add up (measured: 445 MB against 370 MB one after the other).
     Each runs one inference, so the first turn does not pay for lazy initialisation.
     """
-    stt = tts = confirmer = turn_model = None
-    if needs.stt:
+    stt: SpeechToText | None = None
+    tts: TextToSpeech | None = None
+    confirmer = turn_model = None
+    if needs.stt and config.stt.server:
+        stt = WyomingStt(config.stt)  # no recogniser here: the server has it loaded
+    elif needs.stt:
         stt = WhisperStt(config.stt)
         stt.transcribe(silence(1.0))
-        if config.vad.silero_confirm:
-            confirmer = SpeechConfirmer(config.vad.silero_threshold)
-            confirmer.has_speech(silence(0.5))
+    if needs.stt and config.vad.silero_confirm:
+        confirmer = SpeechConfirmer(config.vad.silero_threshold)
+        confirmer.has_speech(silence(0.5))
     if needs.speaker and needs.stt:
         turn_model = _end_of_turn_model(config, display)
     if needs.tts:
-        tts = PiperTts(config.tts)
+        # a first synthesis warms the voice, and a server's answer tells its sample rate
+        tts = WyomingTts(config.tts) if config.tts.server else PiperTts(config.tts)
         tts.synthesize("Hello.")
     heap.give_back()  # loading needs about twice a model's size for a moment
     return Models(stt, tts, confirmer, turn_model)
@@ -205,7 +215,11 @@ async def _file_turn(agent: Agent, config: Config, path: Path, reply: Path) -> b
     # the same check as a live utterance gets: silence and noise are no turn at all
     confirmer = agent.confirmer
     speech = await asyncio.to_thread(confirmer.speech_only, audio) if confirmer else audio
-    heard = await agent.transcribe(speech) if speech is not None else None
+    try:
+        heard = await agent.transcribe(speech) if speech is not None else None
+    except VoiceAgentError as exc:  # a speech server failed: this file, not the session
+        display.error(f"{path}: {exc}")
+        return False
     turn.mark("stt_done")
     if heard is None or not heard.text:
         display.note(f"(no speech heard in {path})")
