@@ -24,7 +24,7 @@ from room import Sink, ensure_pulseaudio
 
 from voice_agent.agent import Agent
 from voice_agent.audio import SPEECH_RATE_HZ, Audio, read_file
-from voice_agent.config import Config, LlmConfig, ReplyConfig, VadConfig
+from voice_agent.config import AudioConfig, Config, LlmConfig, ReplyConfig, TtsConfig, VadConfig
 from voice_agent.display import Display
 from voice_agent.live import LiveSession
 from voice_agent.llm import ChatClient, Conversation
@@ -34,6 +34,7 @@ from voice_agent.recorder import Turn
 from voice_agent.speaker import Speaker
 from voice_agent.stt import Transcription
 from voice_agent.transcript import TranscriptWriter, read
+from voice_agent.tts import PiperTts
 from voice_agent.turn_taking import Ask, TurnTaking
 from voice_agent.vad import Paused, Resumed, Utterance, VoiceDetector
 
@@ -150,10 +151,13 @@ class FramesInRealTime:
 
 
 def live_turn(tmp_path: Path, frames: list[np.ndarray], stt: ScriptedStt, server: ScriptedLLM,
-              wait_s: float) -> tuple[FramesInRealTime, Path]:  # fmt: skip
-    """One LiveSession hearing ``frames``; the transcript path once ``wait_s`` has passed."""
+              wait_s: float, tts: PiperTts | None = None,
+              reply: ReplyConfig | None = None) -> tuple[FramesInRealTime, Path]:  # fmt: skip
+    """One LiveSession hearing ``frames``; the transcript path once ``wait_s`` has passed.
+    With ``tts`` the replies are spoken, and the user can talk over them (a headset)."""
     mic = FramesInRealTime(frames)
-    config = Config(llm=LlmConfig(base_url=server.url, model="m"))
+    config = Config(llm=LlmConfig(base_url=server.url, model="m"), reply=reply or ReplyConfig(),
+                    audio=AudioConfig(barge_in="on" if tts else "auto"))  # fmt: skip
 
     async def run() -> Path:
         chat = ChatClient(resolve(config.llm, {}), config.llm)  # type: ignore[arg-type]
@@ -161,7 +165,7 @@ def live_turn(tmp_path: Path, frames: list[np.ndarray], stt: ScriptedStt, server
         writer = TranscriptWriter(tmp_path / "t", "m", __import__("datetime").datetime.now())
         display = Display(io.StringIO(), io.StringIO())
         agent = Agent(chat, Conversation("", 10_000), writer, display, config.reply, stt,
-                      None, speaker)  # type: ignore[arg-type]  # fmt: skip
+                      tts, speaker)  # type: ignore[arg-type]  # fmt: skip
         session = LiveSession(agent, config, display, mic, speaker)  # type: ignore[arg-type]
         asyncio.get_running_loop().call_later(wait_s, session.stop.set)
         try:
@@ -224,6 +228,31 @@ def test_an_early_reply_is_adopted_or_dropped_as_the_user_goes_on(tmp_path: Path
                           10)  # fmt: skip
         assert len(server.requests) == 2
     assert [t.text for t in read(md).turns] == ["Ten of clubs. Ten of clubs.", "Both parts noted."]
+
+
+@pytest.mark.slow
+def test_going_on_just_after_the_reply_starts_joins_the_turn_and_later_interrupts_it(
+    tmp_path: Path,
+) -> None:
+    """The user pauses for 1.5 s, longer than the hangover: the reply starts. Going on 0.6 s
+    into it, they had only paused: the reply stops, is not kept, and their words are one
+    turn, transcribed whole. With rejoin off (as before) the same speech is two turns around
+    an interrupted reply."""
+    frames = frames_of(0.5, speech(), 1.5, speech(), 3.0)
+    texts = ("Ten of clubs.", "Ten of clubs.", "Ten of clubs, ten of clubs.")
+    long_reply = Stream("Noted. I will keep the ten of clubs in mind for the rest of the game.")
+    tts = PiperTts(TtsConfig())
+    with ScriptedLLM(long_reply, Stream("Both noted.")) as server:
+        _, md = live_turn(tmp_path / "a", frames, ScriptedStt(*texts), server, 12, tts)
+        assert server.user_messages() == ["Ten of clubs, ten of clubs."]  # one request, whole
+    turns = [(t.role, t.text) for t in read(md).turns]
+    assert turns == [("USER", "Ten of clubs, ten of clubs."), ("ASSISTANT", "Both noted.")]
+    off = ReplyConfig(rejoin_ms=0)
+    with ScriptedLLM(long_reply, Stream("Both noted.")) as server:
+        _, md = live_turn(tmp_path / "b", frames, ScriptedStt(*texts), server, 12, tts, off)
+    roles = [t.role for t in read(md).turns]
+    assert roles == ["USER", "ASSISTANT", "USER", "ASSISTANT"]
+    assert read(md).turns[1].text.endswith("[interrupted]")
 
 
 def test_a_withdrawn_reply_never_reaches_the_transcript_even_if_its_cancellation_is_lost(

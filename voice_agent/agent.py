@@ -64,6 +64,7 @@ class Agent:
         self.keep_audio = False  # transcripts.save_audio: FLAC of each utterance and reply
         self.keep_shown = False  # an interrupted reply keeps what was shown, not what was spoken
         self.speaking: ReplyPipeline | None = None  # the reply being spoken, if any
+        self.rejoin_s = 0.0  # live, with barge-in: how long a reply's first sound is a false start
         self._unsaid = ""  # a notice to speak once the reply in progress is over
         writer.on_failure = self._not_saved
         writer.on_recovery = self._saved_again
@@ -113,14 +114,17 @@ class Agent:
         if self.out is not None:
             self.out.reset()
         synthesize = self._synthesize if self.tts is not None else None
+        hold = self.rejoin_s if gate is not None else 0.0
         reply = ReplyPipeline(turn, self.config, self.display, synthesize, self.out, gate,
-                              lambda: self.commit(turn))  # fmt: skip
+                              lambda: self.commit(turn), hold)  # fmt: skip
         self.speaking = reply
         try:
             finish = await reply.run(self._ask(turn))
         except asyncio.CancelledError:
             if self.out is not None:
                 self.out.stop()
+            if not turn.committed and not turn.withdrawn and reply.sounded:
+                self.commit(turn)  # stopped (Ctrl+C) while the reply could still be withdrawn
             if turn.committed:
                 self._finish(turn, reply.kept(self.keep_shown), "interrupted")
             raise

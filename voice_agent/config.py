@@ -129,6 +129,7 @@ class ReplyConfig:
     early_transcription: bool = True  # transcribe during the end-of-speech silence
     speculative_lead_ms: int = 250  # ask the model this long before the silence ends; 0 = off
     first_fragment_chars: int = 20  # the first fragment may end at a comma once this long
+    rejoin_ms: int = 1000  # going on this soon after the reply starts joins the turn
     end_phrases: str = "goodbye"  # comma-separated phrases that end the session when said
 
 

@@ -50,6 +50,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "audio.max_file_s": (1.0, 7200.0),
     "reply.speculative_lead_ms": (0, 10_000),
     "reply.first_fragment_chars": (1, 10_000),
+    "reply.rejoin_ms": (0, 60_000),
 }
 # Numbers that only take some values within their range.
 CHOICES: dict[str, tuple[int, ...]] = {"vad.frame_ms": (10, 20, 30)}

@@ -84,6 +84,8 @@ class LiveSession:
         self.echo = echo
         setting = config.audio.barge_in
         self.barge_in = setting == "on" or (setting == "auto" and echo is not None)
+        if self.barge_in:
+            agent.rejoin_s = config.reply.rejoin_ms / 1000
         self.turns = TurnTaking(config.vad, config.reply)
         self.vad = VoiceDetector(config.vad.aggressiveness, config.vad.floor_dbfs)
         self.stop = asyncio.Event()  # the session replaces it with its signal handler's
@@ -252,8 +254,19 @@ class LiveSession:
         self._spawn(self._on_utterance(u, ended))
 
     def interrupt(self, why: str) -> None:
-        """Silence the agent and drop its reply in flight (the user takes the floor)."""
+        """Silence the agent and drop its reply in flight (the user takes the floor). A reply
+        that had only just begun (its turn not committed yet: ``reply.rejoin_ms``) was a
+        false start: the user had paused, not finished. It is withdrawn unrecorded, and what
+        the user says now joins that turn, transcribed whole."""
         self.speaker.stop()
+        pending = self._pending
+        if pending is not None and not pending.turn.committed and pending.turn.audio is not None:
+            log.info("reply withdrawn as it began: the user went on (%s)", why)
+            self.display.note("(you went on: the reply stopped, and your words join one turn)")
+            pending.turn.withdrawn = True
+            pending.task.cancel()
+            pending.generation = None  # not an early reply any more: merged when they finish
+            return  # kept as pending, so the next utterance is merged with its audio
         self._drop_reply(why)
 
     def _spawn(self, coro: Coroutine[object, object, None]) -> None:

@@ -49,6 +49,7 @@ class ReplyPipeline:
         out: AudioOut | None,
         gate: asyncio.Event | None,
         commit: Callable[[], None],
+        hold_commit_s: float = 0.0,
     ) -> None:
         self.turn = turn
         self.config = config
@@ -56,7 +57,9 @@ class ReplyPipeline:
         self.synthesize = synthesize
         self.out = out
         self.gate = gate
-        self.commit = commit  # the user's turn goes into the transcript as the reply starts
+        self.commit = commit  # the user's turn goes into the transcript as the reply starts...
+        self.hold_commit_s = hold_commit_s  # ...or this long after its first sound (rejoin)
+        self._commit_timer: asyncio.TimerHandle | None = None
         self.parts: list[str] = []
         self.played: list[Voiced] = []  # in output order: the index is the output's tag
         self.finish = "incomplete"
@@ -79,6 +82,8 @@ class ReplyPipeline:
         finally:
             producer.cancel()
             speaker.cancel()
+            if self._commit_timer is not None:
+                self._commit_timer.cancel()
         if not self.text.strip():
             raise LlmError("the LLM sent an empty reply")
         if self.gate is not None:
@@ -89,19 +94,39 @@ class ReplyPipeline:
             first = self.out.first_sound_at()
             if first is not None:
                 self.turn.mark("first_audio_out", first)
+        self._start(at_once=True)  # heard to the end: whatever the hold, it is kept
         if self.finish == "incomplete":
             self.display.note("(the reply was cut off: the connection ended early)")
         return self.finish
 
-    def _start(self) -> None:
-        """The reply is about to be seen or heard: the user's turn goes into the transcript.
+    def _start(self, at_once: bool = False) -> None:
+        """The reply is about to be seen or heard: the user's turn goes into the transcript,
+        ``hold_commit_s`` later when it is spoken live (if the user goes on before then, the
+        reply was a false start and their words join this turn instead).
+
         A reply withdrawn meanwhile stops here instead. Its task was cancelled, but asyncio
         can lose a cancellation that races a read finishing at the same moment (3.11's
         wait_for, a task awaiting another), and the reply then went on: the user's words were
         committed twice, once alone and once merged with what they said next."""
         if self.turn.withdrawn:
             raise asyncio.CancelledError
-        self.commit()
+        if self.turn.committed:
+            return
+        if at_once or self.hold_commit_s <= 0 or self.out is None:
+            self._commit()
+        elif self._commit_timer is None:
+            self._commit_timer = asyncio.get_running_loop().call_later(
+                self.hold_commit_s, self._commit
+            )
+
+    @property
+    def sounded(self) -> bool:
+        """Some of the reply has been queued to be heard."""
+        return bool(self.played)
+
+    def _commit(self) -> None:
+        if not self.turn.committed and not self.turn.withdrawn:
+            self.commit()
 
     def kept(self, shown: bool) -> str:
         """What the user got of an interrupted reply, marked: what was shown when they read
