@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""End of speech -> first reply sound, measured in a virtual room, streaming vs sequential.
+"""End of speech -> first reply sound, measured in a virtual room, streaming vs sequential
+(or, with --wyoming, in-process speech vs speech on the Wyoming servers).
 
 A benchmark, not a test: it prints a table and writes JSON. The real agent runs as a process
 in a PulseAudio room (the user's voice on the left channel, the agent's on the right, one
@@ -35,6 +36,7 @@ from conftest import clips  # noqa: E402
 from llm_server import ScriptedLLM, Stream  # noqa: E402
 from room import AgentProcess, Headset, Recorder, as_wav, ensure_pulseaudio, play  # noqa: E402
 from speech_marks import energy_end, last_voiced_end, last_word_end  # noqa: E402
+from wyoming_servers import speech_servers  # noqa: E402
 
 from voice_agent.audio import SPEECH_RATE_HZ, read_file  # noqa: E402
 from voice_agent.config import VadConfig  # noqa: E402
@@ -64,6 +66,9 @@ def main() -> int:
     p.add_argument("--idle", type=float, default=10.0, help="seconds of idle listening to time")
     p.add_argument("--json", type=Path, default=Path("bench-results/latency.json"))
     p.add_argument("--streaming-only", action="store_true", help="skip the sequential run")
+    p.add_argument("--wyoming", action="store_true",
+                   help="instead of the sequential run, the same with speech to text and text to "
+                        "speech on the real Wyoming servers on loopback")  # fmt: skip
     p.add_argument(
         "--speakers",
         action="store_true",
@@ -83,7 +88,8 @@ def main() -> int:
     ensure_pulseaudio()
     chosen = [c for c in clips() if c.seconds < 12][: args.clips]
     results = {}
-    for mode in ("streaming",) if args.streaming_only else ("streaming", "sequential"):
+    other = "wyoming" if args.wyoming else "sequential"
+    for mode in ("streaming",) if args.streaming_only else ("streaming", other):
         print(f"running {mode} ({len(chosen)} clips)...", file=sys.stderr)
         results[mode] = run(mode, chosen, args)
     report(results, args)
@@ -91,6 +97,15 @@ def main() -> int:
 
 
 def run(mode: str, chosen: list[Any], args: argparse.Namespace) -> dict[str, Any]:
+    if mode != "wyoming":
+        return run_agent(mode, chosen, args, [])
+    with tempfile.TemporaryDirectory() as data, speech_servers(Path(data)) as (stt, tts):
+        return run_agent(mode, chosen, args, ["--stt-server", stt, "--tts-server", tts])
+
+
+def run_agent(
+    mode: str, chosen: list[Any], args: argparse.Namespace, extra: list[str]
+) -> dict[str, Any]:
     headset = Headset("bench", speakers=args.speakers)
     reply = Stream(REPLY, first_token_delay_s=args.first_token, chunk_delay_s=1 / args.rate)
     with tempfile.TemporaryDirectory() as tmp, ScriptedLLM(reply) as server:
@@ -103,7 +118,7 @@ def run(mode: str, chosen: list[Any], args: argparse.Namespace) -> dict[str, Any
         launched = time.monotonic()
         llm = [] if args.embedded else ["--llm-url", server.url]
         debug = ["--debug"] if args.debug_log else []
-        agent = AgentProcess([*debug, "--config", str(config), *llm, "--echo-cancellation",
+        agent = AgentProcess([*debug, *extra, "--config", str(config), *llm, "--echo-cancellation",
                               args.echo_cancellation, "--transcripts-dir", str(folder / "t"),
                               "chat"],
                              headset.ear, headset.agent)  # fmt: skip
@@ -262,7 +277,8 @@ def pct(values: list[float], q: float) -> float:
 def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> None:
     hangover = VadConfig().hangover_ms / 1000
     s = results["streaming"]
-    q = results.get("sequential", s)  # --streaming-only: the sequential column repeats it
+    other = "wyoming" if "wyoming" in results else "sequential"
+    q = results.get(other, s)  # --streaming-only: the second column repeats the first
     ratio = statistics.median(q["latency_s"]) / statistics.median(s["latency_s"])
     machine = machine_name()
     print(f"\nvoice-agent latency on {machine}")
@@ -283,7 +299,7 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> None
         ("peak resident memory (MB)", "peak_rss_mb", 450.0),
         ("CPU listening to silence, steady (% of a core)", "idle_cpu_percent", 5.0),
     ]
-    print(f"{'':48}{'streaming':>11}{'sequential':>12}{'budget':>9}")
+    print(f"{'':48}{'streaming':>11}{other:>12}{'budget':>9}")
     for label, key, budget in rows:
         values = []
         for r in (s, q):
@@ -297,7 +313,8 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> None
                 values.append(r[key])
         b = f"{budget:.2f}" if budget is not None else ""
         print(f"{label:48}{values[0]:>11.2f}{values[1]:>12.2f}{b:>9}")
-    print(f"{'sequential / streaming, median':48}{ratio:>11.2f}{'':>12}{'2.00':>9}")
+    print(f"{other + ' / streaming, median':48}{ratio:>11.2f}{'':>12}"
+          f"{'2.00' if other == 'sequential' else '':>9}")  # fmt: skip
     print("\nstreaming latency by end-of-speech marker (s):")
     print(f"  {'marker':40}{'median':>8}{'p90':>8}{'max':>8}")
     for name, values in s["latency_by_marker_s"].items():
@@ -318,7 +335,7 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> None
               f"{q['stages_median_s'].get(name, float('nan')):>10.3f}")  # fmt: skip
     results_out = {"machine": machine, "llm_first_token_s": args.first_token,
                    "llm_words_per_s": args.rate, "hangover_s": hangover,
-                   "ratio_sequential_to_streaming": round(ratio, 2), **results}  # fmt: skip
+                   f"ratio_{other}_to_streaming": round(ratio, 2), **results}  # fmt: skip
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results_out, indent=2))
     print(f"\nwritten to {args.json}")

@@ -12,8 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -23,61 +21,21 @@ import pytest
 from conftest import clip, run_cli, transcript_files, wer
 from llm_server import ScriptedLLM, Stream
 from room import AgentProcess, Headset, as_wav, ensure_pulseaudio, play, wait_until
+from wyoming_servers import STT_ARGS, free_port, speech_servers, wyoming_server
 
 from voice_agent.audio import read_file
 from voice_agent.config import SttConfig
-from voice_agent.stt import WhisperStt, resolve_model
+from voice_agent.stt import WhisperStt
 from voice_agent.transcript import read
-from voice_agent.tts import resolve_voice
 
 pytestmark = pytest.mark.slow
 REPLY = "The seven of hearts is a fine card. Keep it."
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextlib.contextmanager
-def wyoming_server(module: str, *args: str, data: Path, port: int = 0) -> Iterator[str]:
-    """A real Wyoming server on loopback; its tcp:// URI once it accepts connections."""
-    port = port or free_port()
-    uri = f"tcp://127.0.0.1:{port}"
-    data.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", module, "--uri", uri, "--data-dir", str(data), *args],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
-                break
-            assert proc.poll() is None, f"{module} exited: {proc.communicate()[1]}"
-            assert time.monotonic() < deadline, f"{module} did not start"
-            time.sleep(0.2)
-        yield uri
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-
-
-STT_ARGS = ["--model", str(resolve_model("bundled")), "--local-files-only", "--language", "en",
-            "--compute-type", "int8", "--beam-size", "1"]  # fmt: skip
-
-
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
-    data = tmp_path_factory.mktemp("wyoming")
-    stt_args = STT_ARGS
-    tts_args = ["--voice", str(resolve_voice("bundled"))]
-    with (
-        wyoming_server("wyoming_faster_whisper", *stt_args, data=data / "stt") as stt,
-        wyoming_server("wyoming_piper", *tts_args, data=data / "tts") as tts,
-    ):
-        yield stt, tts
+    with speech_servers(tmp_path_factory.mktemp("wyoming")) as uris:
+        yield uris
 
 
 def test_a_spoken_file_is_heard_and_answered_by_the_speech_servers(
@@ -159,7 +117,7 @@ def test_a_server_that_is_not_wyoming_or_never_answers_is_a_clear_error(tmp_path
 @pytest.mark.parametrize(
     ("flag", "value", "said"),
     [
-        ("--stt-server", "http://127.0.0.1:9/v1", "not supported yet"),
+        ("--stt-server", "ftp://127.0.0.1:9/v1", "must be tcp://HOST:PORT"),
         ("--stt-server", "localhost:10300", "must be tcp://HOST:PORT"),
         ("--tts-server", "tcp://127.0.0.1", "must be tcp://HOST:PORT"),
     ],

@@ -48,8 +48,10 @@ class SttConfig:
     window_s: float = 15.0  # shorter audio is padded to this, not Whisper's 30 s (speed)
     no_speech_threshold: float = 0.6  # segments above this no-speech probability...
     log_prob_threshold: float = -1.0  # ...and below this mean log-probability are dropped
-    server: str = ""  # "" = in process; tcp://HOST:PORT = a Wyoming server (wyoming-faster-whisper)
+    server: str = ""  # "" = in process; tcp://HOST:PORT (Wyoming) or an OpenAI-compatible .../v1
     server_timeout_s: float = 10.0  # connecting to the server, and each of its answers
+    api_key_env: str = ""  # OpenAI-compatible server: the key's variable ("" = OPENAI_API_KEY
+    # for api.openai.com, no key elsewhere)
 
 
 @dataclass(frozen=True)
@@ -82,8 +84,10 @@ class TtsConfig:
     voice: str = "bundled"  # "bundled" or a path to a Piper .onnx voice (its .onnx.json beside it)
     length_scale: float = 1.0  # speaking rate: < 1 faster, > 1 slower
     speaker: int = 0  # speaker index for multi-speaker voices
-    server: str = ""  # "" = in process; tcp://HOST:PORT = a Wyoming server (wyoming-piper)
+    server: str = ""  # "" = in process; tcp://HOST:PORT (Wyoming) or an OpenAI-compatible .../v1
     server_timeout_s: float = 10.0  # connecting to the server, and each of its answers
+    api_key_env: str = ""  # as stt.api_key_env
+    model: str = "tts-1"  # the model an OpenAI-compatible speech API is asked for
 
 
 @dataclass(frozen=True)

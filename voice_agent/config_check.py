@@ -59,7 +59,8 @@ WORDS: dict[str, tuple[str, ...]] = {
     "audio.echo_cancellation": ("auto", "on", "off"),
     "audio.barge_in": ("auto", "on", "off"),
 }
-# Where a speech stage runs: "" (in process) or a Wyoming server's tcp://HOST:PORT.
+# Where a speech stage runs: "" (in process), a Wyoming server's tcp://HOST:PORT, or the root
+# of an OpenAI-compatible audio API.
 SERVERS = {"stt.server": "wyoming-faster-whisper", "tts.server": "wyoming-piper"}
 # Settings that were true/false before they gained "auto": old values still mean on/off.
 WAS_BOOLEAN = {"audio.barge_in"}
@@ -89,8 +90,8 @@ def coerce(section: str, cls: type[Any], name: str, value: Any, source: str) -> 
             raise ConfigError(f"{source}: {key} must be {allowed}, got {_shown(value)}")
         if not isinstance(value, str):
             raise ConfigError(f"{source}: {key} must be a string, got {_shown(value)}")
-        if key == "llm.api_key_env":
-            _check_variable_name(value, source)
+        if key in ("llm.api_key_env", "stt.api_key_env", "tts.api_key_env"):
+            _check_variable_name(value, source, key)
         if key in SERVERS:
             return _speech_server(value, key, source)
         return value.strip().lower() if key in WORDS else value
@@ -142,11 +143,8 @@ def _speech_server(value: str, key: str, source: str) -> str:
     if not uri:
         return ""
     parsed = urlparse(uri)
-    if parsed.scheme in ("http", "https"):
-        raise ConfigError(
-            f"{source}: {key} {uri}: OpenAI-compatible audio servers are not supported yet; "
-            "give a Wyoming server as tcp://HOST:PORT, or leave it empty to run the model here"
-        )
+    if parsed.scheme in ("http", "https") and parsed.hostname:
+        return uri.rstrip("/")  # an OpenAI-compatible audio API root
     try:
         port = parsed.port
     except ValueError:
@@ -154,18 +152,24 @@ def _speech_server(value: str, key: str, source: str) -> str:
     if parsed.scheme != "tcp" or not parsed.hostname or port is None:
         raise ConfigError(
             f"{source}: {key} must be tcp://HOST:PORT (a Wyoming server such as "
-            f"{SERVERS[key]}), or empty to run the model here; got {_shown(uri)}"
+            f"{SERVERS[key]}), an OpenAI-compatible API root (https://HOST/v1), or empty to run "
+            f"the model here; got {_shown(uri)}"
         )
     return uri
 
 
-def _check_variable_name(value: str, source: str) -> None:
+def _check_variable_name(value: str, source: str, key: str) -> None:
     if value and not looks_like_a_variable_name(value):
         # never echoed: it may be the key itself, pasted in the wrong place
+        where = (
+            "that variable, or in llm.api_key in a private config file"
+            if key.startswith("llm.")
+            else "that variable"
+        )
         raise ConfigError(
-            f"{source}: llm.api_key_env must be the name of an environment variable (letters, "
+            f"{source}: {key} must be the name of an environment variable (letters, "
             "digits and _, e.g. OPENROUTER_API_KEY), not the key itself; the value given is not "
-            "shown. Put the key in that variable, or in llm.api_key in a private config file"
+            f"shown. Put the key in {where}"
         )
 
 

@@ -28,6 +28,7 @@ from voice_agent.end_of_turn import EndOfTurn, model_path
 from voice_agent.errors import AudioFileError, VoiceAgentError
 from voice_agent.llm import ChatClient, Conversation
 from voice_agent.llm_endpoint import choose
+from voice_agent.openai_speech import OpenAiStt, OpenAiTts, is_http
 from voice_agent.recorder import Turn
 from voice_agent.speaker import AudioBuffer, AudioOut, Speaker
 from voice_agent.stt import SpeechToText, WhisperStt
@@ -126,7 +127,9 @@ def _load_models(config: Config, needs: Needs, display: Display) -> Models:
     stt: SpeechToText | None = None
     tts: TextToSpeech | None = None
     confirmer = turn_model = None
-    if needs.stt and config.stt.server:
+    if needs.stt and is_http(config.stt.server):
+        stt = OpenAiStt(config.stt, os.environ)
+    elif needs.stt and config.stt.server:
         stt = WyomingStt(config.stt)  # no recogniser here: the server has it loaded
     elif needs.stt:
         stt = WhisperStt(config.stt)
@@ -138,7 +141,12 @@ def _load_models(config: Config, needs: Needs, display: Display) -> Models:
         turn_model = _end_of_turn_model(config, display)
     if needs.tts:
         # a first synthesis warms the voice, and a server's answer tells its sample rate
-        tts = WyomingTts(config.tts) if config.tts.server else PiperTts(config.tts)
+        if is_http(config.tts.server):
+            tts = OpenAiTts(config.tts, os.environ)
+        elif config.tts.server:
+            tts = WyomingTts(config.tts)
+        else:
+            tts = PiperTts(config.tts)
         tts.synthesize("Hello.")
     heap.give_back()  # loading needs about twice a model's size for a moment
     return Models(stt, tts, confirmer, turn_model)
