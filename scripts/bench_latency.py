@@ -38,8 +38,9 @@ from room import AgentProcess, Headset, Recorder, as_wav, ensure_pulseaudio, pla
 from speech_marks import energy_end, last_voiced_end, last_word_end  # noqa: E402
 from wyoming_servers import speech_servers  # noqa: E402
 
-from voice_agent.audio import SPEECH_RATE_HZ, read_file  # noqa: E402
-from voice_agent.config import VadConfig  # noqa: E402
+from voice_agent.audio import SPEECH_RATE_HZ, read_file, silence  # noqa: E402
+from voice_agent.config import SttConfig, TtsConfig, VadConfig  # noqa: E402
+from voice_agent.wyoming_speech import WyomingStt, WyomingTts  # noqa: E402
 
 # The first sentence sets how soon sound can start: 13 words and no early comma, the shape
 # of a real model's opening (a short opening clause would flatter the figures).
@@ -100,6 +101,10 @@ def run(mode: str, chosen: list[Any], args: argparse.Namespace) -> dict[str, Any
     if mode != "wyoming":
         return run_agent(mode, chosen, args, [])
     with tempfile.TemporaryDirectory() as data, speech_servers(Path(data)) as (stt, tts):
+        # servers on a LAN run for weeks: their first request loads the model (~4 s), so it
+        # is made here, not counted in the agent's launch
+        WyomingStt(SttConfig(server=stt)).transcribe(silence(1.0))
+        WyomingTts(TtsConfig(server=tts)).synthesize("Hello.")
         return run_agent(mode, chosen, args, ["--stt-server", stt, "--tts-server", tts])
 
 
