@@ -188,7 +188,7 @@ class ChatClient:
             except Retryable as retry:
                 if received or attempt == MAX_RETRIES:
                     raise retry.error from None
-                wait = retry.after_s if retry.after_s is not None else _backoff(attempt)
+                wait = retry.after_s if retry.after_s is not None else backoff(attempt)
                 if wait > self.config.max_retry_wait_s:
                     raise type(retry.error)(
                         f"{retry.error} — the server asks to wait {wait:.0f} s before retrying; "
@@ -238,6 +238,6 @@ def is_context_error(error: LlmError) -> bool:
     )
 
 
-def _backoff(attempt: int) -> float:
+def backoff(attempt: int) -> float:
     """openai-python's schedule: 0.5 s doubling to at most 8 s, minus up to 25 % jitter."""
     return float(min(0.5 * 2**attempt, 8.0) * (1 - 0.25 * random.random()))

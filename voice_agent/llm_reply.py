@@ -108,7 +108,7 @@ def error_detail(data: dict[str, Any], endpoint: Endpoint) -> str:
     """The server's own error message, made safe to show: providers sometimes echo the
     key they refused, so secrets are hidden before the message is cut to length (a key
     cut in half would no longer be found)."""
-    text = _error_message(data)
+    text = error_message(data)
     for secret in endpoint.secrets():
         text = text.replace(secret, "***")
     return text[:ERROR_DETAIL_CHARS]
@@ -119,10 +119,10 @@ async def check_response(resp: httpx.Response, endpoint: Endpoint) -> None:
     base = endpoint.shown_url
     if resp.status_code >= 400:
         body = (await resp.aread())[:4000]
-        error = _http_error(resp.status_code, error_detail(_try_json(body), endpoint), base)
+        error = _http_error(resp.status_code, error_detail(try_json(body), endpoint), base)
         should = resp.headers.get("x-should-retry")
         if should == "true" or (should != "false" and resp.status_code in RETRY_STATUSES):
-            raise Retryable(error, _retry_after(resp.headers))
+            raise Retryable(error, retry_after(resp.headers))
         raise error
     content_type = resp.headers.get("content-type", "")
     if not content_type.startswith(("text/event-stream", "application/json")):
@@ -145,7 +145,7 @@ class Retryable(Exception):
         self.after_s = after_s
 
 
-def _retry_after(headers: httpx.Headers) -> float | None:
+def retry_after(headers: httpx.Headers) -> float | None:
     """Seconds the server asks for: ``retry-after-ms``, or ``Retry-After`` in seconds or as a
     date."""
     with contextlib.suppress(ValueError):
@@ -180,7 +180,7 @@ def _http_error(status: int, detail: str, base: str) -> LlmHttpError:
     return LlmHttpError(f"LLM error {status}: {hint}{suffix}", status)
 
 
-def _try_json(body: bytes) -> dict[str, Any]:
+def try_json(body: bytes) -> dict[str, Any]:
     try:
         data = json.loads(body)
     except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
@@ -189,7 +189,7 @@ def _try_json(body: bytes) -> dict[str, Any]:
 
 
 def _json(raw: bytes, base: str) -> dict[str, Any]:
-    data = _try_json(raw)
+    data = try_json(raw)
     if not data:
         raise LlmProtocolError(
             f"the LLM at {base} sent something that is not OpenAI-compatible JSON"
@@ -197,7 +197,7 @@ def _json(raw: bytes, base: str) -> dict[str, Any]:
     return data
 
 
-def _error_message(data: dict[str, Any]) -> str:
+def error_message(data: dict[str, Any]) -> str:
     err = data.get("error")
     if isinstance(err, dict):
         err = err.get("message", "")

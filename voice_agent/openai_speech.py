@@ -25,9 +25,9 @@ import numpy as np
 from voice_agent.audio import SPEECH_RATE_HZ, Audio
 from voice_agent.config import SttConfig, TtsConfig, is_bundled
 from voice_agent.errors import ConfigError, VoiceAgentError
-from voice_agent.llm import _backoff
+from voice_agent.llm import backoff
 from voice_agent.llm_endpoint import is_loopback
-from voice_agent.llm_reply import RETRY_STATUSES, _error_message, _retry_after, _try_json
+from voice_agent.llm_reply import RETRY_STATUSES, error_message, retry_after, try_json
 from voice_agent.secret import Secret
 from voice_agent.stt import Transcription, has_words
 
@@ -104,10 +104,10 @@ class AudioApi:
                 error = self._http_error(resp)
                 if resp.status_code not in RETRY_STATUSES:
                     raise error
-                wait = _retry_after(resp.headers)
+                wait = retry_after(resp.headers)
             if attempt == MAX_RETRIES:
                 raise error
-            wait = _backoff(attempt) if wait is None else wait
+            wait = backoff(attempt) if wait is None else wait
             if wait > MAX_RETRY_WAIT_S:
                 raise AudioApiError(
                     f"{error} — the server asks to wait {wait:.0f} s before "
@@ -136,7 +136,7 @@ class AudioApi:
             429: "rate limited by the provider: wait a moment and try again",
         }
         hint = hints.get(status) or ("the server failed" if status >= 500 else "request refused")
-        detail = _error_message(_try_json(resp.content[:4000]))
+        detail = error_message(try_json(resp.content[:4000]))
         if self.key:
             detail = detail.replace(self.key.reveal(), "***")  # providers echo refused keys
         detail = detail[:ERROR_DETAIL_CHARS]
@@ -178,7 +178,7 @@ class OpenAiStt:
             data=form,
             files={"file": ("speech.wav", wav.getvalue(), "audio/wav")},
         )
-        data = _try_json(resp.content)
+        data = try_json(resp.content)
         text = data.get("text")
         if not isinstance(text, str):
             raise AudioApiError(
