@@ -37,6 +37,7 @@ class AudioApiServer:
     url: str
     requests: list[dict[str, Any]]  # path, headers, form fields or JSON body
     failures: list[Failure]
+    fail_after: int = 0  # requests answered for real before the failures begin
 
 
 @contextmanager
@@ -54,7 +55,8 @@ def audio_api() -> Iterator[AudioApiServer]:
             record: dict[str, Any] = {"path": self.path, "headers": dict(self.headers)}
             with lock:
                 state.requests.append(record)
-                failure = state.failures.pop(0) if state.failures else None
+                due = len(state.requests) > state.fail_after
+                failure = state.failures.pop(0) if state.failures and due else None
             if failure is not None:
                 return self._send(failure.status, failure.body, "application/json",
                                   failure.headers)  # fmt: skip

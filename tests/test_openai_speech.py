@@ -100,6 +100,25 @@ def test_api_failures_are_retried_or_told_in_one_line_without_the_key(
         assert KEY not in md.read_text() + md.with_suffix(".jsonl").read_text()
 
 
+def test_a_voice_that_fails_mid_reply_is_told_and_the_turn_and_reply_text_are_kept(
+    api: AudioApiServer, tmp_path: Path
+) -> None:
+    api.requests.clear()
+    api.fail_after = 2  # the start-up's synthesis and the transcription work; then 500s
+    api.failures[:] = [Failure(500), Failure(500), Failure(500)]
+    try:
+        code, _, err = chat_file(api, tmp_path)
+    finally:
+        api.failures.clear()
+        api.fail_after = 0
+    assert code == 1 and "Traceback" not in err
+    assert "text-to-speech API error 500: the server failed" in err
+    [md] = transcript_files(tmp_path / "t")
+    turns = read(md).turns
+    assert turns[0].role == "USER" and turns[0].text  # what was said is kept
+    assert turns[1].role == "ASSISTANT" and turns[1].text == REPLY  # and the reply as received
+
+
 def test_a_key_is_never_sent_over_plain_http_to_another_machine() -> None:
     config = SttConfig(server="http://speech-box.lan:8000/v1", api_key_env="AUDIO_KEY")
     with pytest.raises(ConfigError) as refused:
