@@ -14,11 +14,10 @@ program and model or voice, and a model or voice it does not offer is refused at
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -32,7 +31,6 @@ if TYPE_CHECKING:
     from wyoming.event import Event
     from wyoming.info import Info
 
-log = logging.getLogger(__name__)
 CHUNK_S = 0.5  # audio sent to the server in pieces this long (the protocol's usual size)
 T = TypeVar("T")
 
@@ -95,6 +93,23 @@ class _Server:
         finally:
             await client.disconnect()
 
+    def programs(self) -> list[Any]:
+        """The installed programs of this server's kind (asr or tts), from its ``info``."""
+        info = self.describe()
+        speech_to_text = self.key == "stt.server"
+        offered = info.asr if speech_to_text else info.tts
+        programs = [p for p in offered if p.installed]
+        if not programs:
+            other, other_key = (
+                ("text-to-speech", "tts.server") if speech_to_text
+                else ("speech-to-text", "stt.server")
+            )  # fmt: skip
+            raise SpeechServerError(
+                f"the Wyoming server at {self.uri} offers no {self.role} (is it a {other} "
+                f"server? give that one as {other_key})"
+            )
+        return programs
+
     def describe(self) -> Info:
         """The server's ``info``: what programs, models and voices it offers."""
         from wyoming.info import Describe, Info
@@ -138,13 +153,7 @@ class WyomingStt:
     def __init__(self, config: SttConfig) -> None:
         self.config = config
         self._server = _Server(config.server, "stt.server", config.server_timeout_s)
-        info = self._server.describe()
-        programs = [p for p in info.asr if p.installed]
-        if not programs:
-            raise SpeechServerError(
-                f"the Wyoming server at {config.server} offers no speech-to-text (is it a "
-                "text-to-speech server? give that one as tts.server)"
-            )
+        programs = self._server.programs()
         offered = [m.name for p in programs for m in p.models if m.installed]
         self.model = None if is_bundled(config.model) else config.model
         if self.model is not None and self.model not in offered:
@@ -188,13 +197,7 @@ class WyomingTts:
 
     def __init__(self, config: TtsConfig) -> None:
         self._server = _Server(config.server, "tts.server", config.server_timeout_s)
-        info = self._server.describe()
-        programs = [p for p in info.tts if p.installed]
-        if not programs:
-            raise SpeechServerError(
-                f"the Wyoming server at {config.server} offers no text-to-speech (is it a "
-                "speech-to-text server? give that one as stt.server)"
-            )
+        programs = self._server.programs()
         voices = [v for p in programs for v in p.voices]
         self.voice = None if is_bundled(config.voice) else config.voice
         if self.voice is not None and not any(self.voice in (v.name, _short(v.name))
