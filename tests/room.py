@@ -157,6 +157,11 @@ class Recorder:
         return data if self.channels == 1 else data[: len(data) // 2 * 2].reshape(-1, 2)
 
 
+# When set, each agent in the room runs with --debug, and its output and log are appended to
+# this file as it is stopped: what it heard and decided, for a room test that failed.
+AGENT_LOG = os.environ.get("ROOM_AGENT_LOG", "")
+
+
 class AgentProcess:
     """``voice-agent`` running in the room, its output collected line by line."""
 
@@ -166,7 +171,8 @@ class AgentProcess:
                if not k.startswith(("VOICE_AGENT_", "OPENROUTER_", "OPENAI_"))}  # fmt: skip
         env.update(PULSE_SOURCE=source, PULSE_SINK=sink, PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "voice_agent", *args], env=env, text=True,
+            [sys.executable, "-m", "voice_agent", *(["--debug"] if AGENT_LOG else []), *args],
+            env=env, text=True,
             stdin=subprocess.PIPE if stdin else subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )  # fmt: skip
@@ -207,6 +213,9 @@ class AgentProcess:
         return self.proc.wait(timeout=30)
 
     def kill(self) -> None:
+        if AGENT_LOG:
+            with open(AGENT_LOG, "a") as log:
+                log.write("\n".join(["=====", *self.lines, "---", *self.errors, ""]))
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()

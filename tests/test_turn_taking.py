@@ -151,8 +151,9 @@ class FramesInRealTime:
 
 
 def live_turn(tmp_path: Path, frames: list[np.ndarray], stt: ScriptedStt, server: ScriptedLLM,
-              wait_s: float, tts: PiperTts | None = None,
-              reply: ReplyConfig | None = None) -> tuple[FramesInRealTime, Path]:  # fmt: skip
+              wait_s: float, tts: PiperTts | None = None, reply: ReplyConfig | None = None,
+              echo: object = None, speaker_type: type[Speaker] = Speaker,
+              ) -> tuple[FramesInRealTime, Path]:  # fmt: skip
     """One LiveSession hearing ``frames``; the transcript path once ``wait_s`` has passed.
     With ``tts`` the replies are spoken, and the user can talk over them (a headset)."""
     mic = FramesInRealTime(frames)
@@ -161,12 +162,12 @@ def live_turn(tmp_path: Path, frames: list[np.ndarray], stt: ScriptedStt, server
 
     async def run() -> Path:
         chat = ChatClient(resolve(config.llm, {}), config.llm)  # type: ignore[arg-type]
-        speaker = Speaker("")
+        speaker = speaker_type("")
         writer = TranscriptWriter(tmp_path / "t", "m", __import__("datetime").datetime.now())
         display = Display(io.StringIO(), io.StringIO())
         agent = Agent(chat, Conversation("", 10_000), writer, display, config.reply, stt,
                       tts, speaker)  # type: ignore[arg-type]  # fmt: skip
-        session = LiveSession(agent, config, display, mic, speaker)  # type: ignore[arg-type]
+        session = LiveSession(agent, config, display, mic, speaker, echo=echo)  # type: ignore[arg-type]
         asyncio.get_running_loop().call_later(wait_s, session.stop.set)
         try:
             await session.run()
@@ -253,6 +254,92 @@ def test_going_on_just_after_the_reply_starts_joins_the_turn_and_later_interrupt
     roles = [t.role for t in read(md).turns]
     assert roles == ["USER", "ASSISTANT", "USER", "ASSISTANT"]
     assert read(md).turns[1].text.endswith("[interrupted]")
+
+
+@pytest.mark.slow
+def test_going_on_after_a_long_silence_interrupts_a_late_reply_and_keeps_both_turns(
+    tmp_path: Path,
+) -> None:
+    """The model is slow: its reply starts about 2.5 s after the user stopped, and they speak
+    again half a second into it. After that long a silence they had finished: the reply is
+    interrupted and kept, and what they say now is a turn of its own (not merged, as a
+    pause mid-thought is)."""
+    frames = frames_of(0.5, speech(), 3.0, speech(), 3.0)
+    late = Stream("Noted. I will keep the ten of clubs in mind for the rest of the game.",
+                  first_token_delay_s=2.0)  # fmt: skip
+    tts = PiperTts(TtsConfig())
+    with ScriptedLLM(late, Stream("Both noted.")) as server:
+        _, md = live_turn(tmp_path, frames, ScriptedStt("Ten of clubs."), server, 14, tts)
+        assert server.user_messages() == ["Ten of clubs.", "Ten of clubs."]
+    turns = read(md).turns
+    assert [t.role for t in turns] == ["USER", "ASSISTANT", "USER", "ASSISTANT"]
+    assert turns[1].text.endswith("[interrupted]") and turns[3].text == "Both noted."
+
+
+class LeakingCanceller:
+    """An echo canceller whose output always looks like the reply (0.7, as leaks measured in
+    the room): when a real one leaks is up to the room, so here every voice is a leak."""
+
+    def clean(self, samples: np.ndarray) -> np.ndarray:
+        return samples
+
+    def echo_likeness(self) -> float:
+        return 0.7
+
+
+class PauseTimingSpeaker(Speaker):
+    """The real speaker, noting how long each pause lasted."""
+
+    def __init__(self, device: str = "") -> None:
+        super().__init__(device)
+        self.paused_at: float | None = None
+        self.pauses: list[float] = []
+
+    def pause(self) -> None:
+        super().pause()
+        self.paused_at = time.monotonic()
+
+    def resume(self) -> None:
+        if self.paused_at is not None:
+            self.pauses.append(time.monotonic() - self.paused_at)
+            self.paused_at = None
+        super().resume()
+
+
+class LeakStt(ScriptedStt):
+    """The user's words for their turn; no words in the 0.3 s leak (what Whisper made of one)."""
+
+    def __init__(self) -> None:
+        super().__init__("Ten of clubs.")
+
+    def transcribe(self, audio: Audio) -> Transcription:
+        return Transcription("" if audio.seconds < 0.6 else "Ten of clubs.", audio.seconds, 0.0)
+
+
+@pytest.mark.slow
+def test_a_leak_of_the_reply_stalls_it_for_a_moment_not_a_second(tmp_path: Path) -> None:
+    """Echo comes through the canceller for 0.3 s, 1 s into the reply: playback pauses at
+    once, and goes on 0.2 s after that voice fell silent with it (echo stops when the
+    speaker does; a user would go on). Before, it waited for the end of the utterance and a
+    transcription: a second and more of silence mid-reply. The reply is kept whole."""
+    reply = Stream("Noted. I will keep the ten of clubs in mind for the rest of the game, "
+                   "and tell you when it matters.")  # fmt: skip
+    voiced = speech().samples[int(0.4 * SPEECH_RATE_HZ) : int(0.7 * SPEECH_RATE_HZ)]
+    frames = frames_of(0.5, speech(), 2.5, Audio(voiced, SPEECH_RATE_HZ), 8.0)
+    speakers: list[PauseTimingSpeaker] = []
+
+    def timed(device: str) -> PauseTimingSpeaker:
+        speakers.append(PauseTimingSpeaker(device))
+        return speakers[-1]
+
+    with ScriptedLLM(reply) as server:
+        _, md = live_turn(tmp_path, frames, LeakStt(), server, 13, PiperTts(TtsConfig()),
+                          echo=LeakingCanceller(), speaker_type=timed)  # type: ignore[arg-type]  # fmt: skip
+        assert len(server.requests) == 1
+    [speaker] = speakers
+    assert len(speaker.pauses) == 1 and speaker.pauses[0] < 0.6, speaker.pauses
+    turns = [(t.role, t.text) for t in read(md).turns]
+    assert turns == [("USER", "Ten of clubs."), ("ASSISTANT", reply.text)]
 
 
 def test_a_withdrawn_reply_never_reaches_the_transcript_even_if_its_cancellation_is_lost(

@@ -39,6 +39,16 @@ ECHO_LIKENESS = 0.4
 RECHECK_FRAMES = 5  # voiced frames between rechecks of a doubted start (100 ms at 20 ms)
 DOUBT_FRAMES = 50  # voiced frames after which a start is the user's anyway (1 s at 20 ms): the
 # canceller's leaks last a few hundred ms
+# Unvoiced frames after which a doubted voice that fell silent once the reply paused was its
+# echo (200 ms at 20 ms: the leak stops an output and input latency after the pause, ~150 ms
+# in the room). The reply goes on then, not a hangover and a transcription later (a second's
+# stall); the utterance is still judged by its words when it ends.
+ECHO_GONE_FRAMES = 10
+# A reply the user talks over just after it began (``reply.rejoin_ms``) was a false start only
+# if they had paused, not finished: after this much silence they had finished, and the reply
+# was merely late (a slow model): it is interrupted and kept, not withdrawn. The pause set's
+# pauses are 0.5-1.0 s; the new voice is detected 0.1-0.2 s after it begins.
+REJOIN_SILENCE_S = 2.0
 
 
 @dataclass
@@ -97,6 +107,7 @@ class LiveSession:
         self._tasks: set[asyncio.Task[None]] = set()
         self._deaf = False
         self._doubted = 0  # voiced frames heard since a start that may be echo, 0 = none
+        self._quiet = 0  # unvoiced frames in a row while doubted
         self._undecided = 0  # utterances heard but not yet turned into a turn (or dropped)
 
     async def run(self) -> int:
@@ -143,9 +154,16 @@ class LiveSession:
             self._doubted = 0  # a blip too short to be an utterance: the reply goes on
             self.speaker.resume()
         elif self._doubted and voiced:
+            self._quiet = 0
             self._doubted += 1
             if self._doubted % RECHECK_FRAMES == 0:
                 self._barge_in_unless_echo()
+        elif self._doubted:
+            self._quiet += 1
+            if self._quiet == ECHO_GONE_FRAMES and self.speaker.paused:
+                log.debug("a doubted voice stopped with the reply: its echo, reply resumed")
+                self._doubted = 1  # a leak that comes back is doubted afresh
+                self.speaker.resume()
         self._update_gate()
 
     def _on_event(self, event: TurnEvent, frame: Frame) -> None:
@@ -158,7 +176,7 @@ class LiveSession:
             self._spawn(self.agent.chat.warm())  # the request will follow in seconds
             if self.barge_in and self.speaker.playing:
                 self.speaker.pause()  # at once; resumed if it was only the reply's echo
-                self._doubted = 1
+                self._doubted, self._quiet = 1, 0
                 self._barge_in_unless_echo()
         elif isinstance(event, Paused) and self.config.reply.early_transcription:
             self._start_early(event)
@@ -198,11 +216,12 @@ class LiveSession:
         except Exception:  # told when the utterance is taken as a turn below
             heard = None
         if heard is not None and speaking is not None and is_echo(heard.text, speaking.text):
-            log.info("%.1f s of the reply's own echo (%r): reply resumed", u.audio.seconds,
-                     heard.text)  # fmt: skip
-            self.speaker.resume()
+            if self.agent.speaking is speaking:  # not interrupted meanwhile
+                log.info("%.1f s of the reply's own echo (%r): reply goes on", u.audio.seconds,
+                         heard.text)  # fmt: skip
+                self.speaker.resume()
             return
-        self.interrupt("barge-in")
+        self.interrupt("barge-in", began=ended - (u.audio.seconds - u.silence_s))
         self.take(u, ended)
 
     def _update_gate(self) -> None:
@@ -253,20 +272,29 @@ class LiveSession:
         self._undecided += 1
         self._spawn(self._on_utterance(u, ended))
 
-    def interrupt(self, why: str) -> None:
+    def interrupt(self, why: str, began: float | None = None) -> None:
         """Silence the agent and drop its reply in flight (the user takes the floor). A reply
-        that had only just begun (its turn not committed yet: ``reply.rejoin_ms``) was a
-        false start: the user had paused, not finished. It is withdrawn unrecorded, and what
-        the user says now joins that turn, transcribed whole."""
+        that had only just begun (its turn not committed yet: ``reply.rejoin_ms``) to a user
+        who went on after a pause (at ``began``, ``time.time()``; now if not given) was a
+        false start: they had paused, not finished. It is withdrawn unrecorded, and what
+        they say now joins that turn, transcribed whole."""
         self.speaker.stop()
         pending = self._pending
-        if pending is not None and not pending.turn.committed and pending.turn.audio is not None:
+        if pending is not None and _only_paused(pending.turn, began or time.time()):
             log.info("reply withdrawn as it began: the user went on (%s)", why)
             self.display.note("(you went on: the reply stopped, and your words join one turn)")
             pending.turn.withdrawn = True
             pending.task.cancel()
             pending.generation = None  # not an early reply any more: merged when they finish
             return  # kept as pending, so the next utterance is merged with its audio
+        speaking = self.agent.speaking
+        if (
+            pending is not None
+            and not pending.turn.committed
+            and speaking is not None
+            and (speaking.turn is pending.turn and speaking.sounded)
+        ):
+            self.agent.commit(pending.turn)  # answered in part: kept, with the part heard
         self._drop_reply(why)
 
     def _spawn(self, coro: Coroutine[object, object, None]) -> None:
@@ -374,6 +402,14 @@ def is_echo(heard: str, reply: str) -> bool:
     through a canceller that let some through)."""
     words = re.findall(r"[a-z0-9']+", heard.lower())
     return not words or set(words) <= set(re.findall(r"[a-z0-9']+", reply.lower()))
+
+
+def _only_paused(turn: Turn, began: float) -> bool:
+    """Whether speech that began at ``began`` goes on from ``turn``: its reply not committed
+    yet, and the silence between short enough to be a pause mid-thought."""
+    ended = turn.events.get("speech_end")
+    return (not turn.committed and turn.audio is not None and ended is not None
+            and began - ended <= REJOIN_SILENCE_S)  # fmt: skip
 
 
 def speech_end(frame: Frame, u: Utterance) -> float:

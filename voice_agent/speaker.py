@@ -115,6 +115,10 @@ class Speaker:
     def resume(self) -> None:
         self._paused = False
 
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
     def stop(self) -> None:
         """Silence at once: drop everything queued and playing."""
         with self._lock:
