@@ -24,6 +24,9 @@ class Stream:
     chunk_delay_s: float = 0.0
     words_per_chunk: int = 1
     model: str = "scripted-model"
+    # a thinking model's reasoning, streamed word by word over ``reasoning_s`` before the text
+    reasoning: str = ""
+    reasoning_s: float = 0.0
 
     def chunks(self) -> list[str]:
         words = self.text.split(" ")
@@ -52,6 +55,12 @@ Step = Stream | Raw | Callable[[BaseHTTPRequestHandler], None]
 def sse(obj: Any, ascii: bool = False) -> bytes:
     """One event; ``ascii`` writes non-ASCII as JSON escapes, lone surrogates included."""
     return b"data: " + json.dumps(obj, ensure_ascii=ascii).encode() + b"\n\n"
+
+
+def reasoning_delta(text: str) -> bytes:
+    """Thinking as OpenRouter streams it: ``delta.reasoning``, the content empty."""
+    choice = {"index": 0, "delta": {"content": "", "reasoning": text}, "finish_reason": None}
+    return sse({"id": "x", "object": "chat.completion.chunk", "choices": [choice]})
 
 
 def delta(
@@ -127,6 +136,11 @@ class ScriptedLLM:
                 self.end_headers()
                 self.close_connection = True
                 time.sleep(step.first_token_delay_s)
+                thoughts = step.reasoning.split(" ") if step.reasoning else []
+                for i, word in enumerate(thoughts):
+                    self.wfile.write(reasoning_delta(word if i == 0 else " " + word))
+                    self.wfile.flush()
+                    time.sleep(step.reasoning_s / len(thoughts))
                 for i, piece in enumerate(step.chunks()):
                     if i:
                         time.sleep(step.chunk_delay_s)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -225,3 +226,34 @@ def test_context_too_long_trims_the_history_and_retries_once(tmp_path: Path) -> 
         "Second?",
         "Second answer.",
     ]
+
+
+THOUGHTS = ("The user asks about the ten of clubs. Let me weigh whether a card game or a "
+            "magic trick is meant, then answer in one short sentence.")  # fmt: skip
+
+
+def test_a_thinking_model_is_told_how_hard_to_think_and_its_thoughts_are_never_spoken(
+    tmp_path: Path,
+) -> None:
+    """A reasoning model streams 3 s of thoughts before its answer (as glm-4.7 does through
+    OpenRouter). llm.extra_body reaches every request; only the answer is spoken and in the
+    Markdown; the thoughts, and how long they took, are in the sidecar."""
+    config = tmp_path / "config.toml"
+    config.write_text('[llm]\nextra_body = { reasoning = { effort = "low" }, top_k = 20 }\n')
+    answer = Stream("The ten of clubs is a card.", reasoning=THOUGHTS, reasoning_s=3.0)
+    with ScriptedLLM(answer) as server:
+        run = chat(server, tmp_path, clip("cards_001.wav").path,
+                   extra=("--config", str(config)))  # fmt: skip
+    assert run.code == 0, run.stderr
+    request = server.requests[0]
+    assert request["reasoning"] == {"effort": "low"} and request["top_k"] == 20
+    assert request["stream"] is True and request["model"] == "scripted-model"
+    assert "weigh" not in run.stdout  # the thoughts are not shown as the reply either
+    spoken = WhisperStt(SttConfig()).transcribe(read_file(tmp_path / "out" / "reply-001.wav"))
+    assert wer(["The ten of clubs is a card."], [spoken.text]) <= 0.15, spoken.text
+    [md] = transcript_files(tmp_path / "t")
+    assert [t.text for t in read(md).turns][1] == "The ten of clubs is a card."
+    assert "weigh" not in md.read_text()
+    [record] = [json.loads(line) for line in md.with_suffix(".jsonl").read_text().splitlines()]
+    assert record["reasoning"] == THOUGHTS
+    assert 2.5 <= record["stages"]["thinking"] <= 4.0

@@ -92,6 +92,11 @@ BAD_VALUES = [
     ("[llm]\nmodel = ['a', 'b']", "llm.model must be a string, got ['a', 'b']"),
     ("[stt]\nbeam_size = 1.5", "stt.beam_size must be a whole number, got 1.5"),
     ("[tts]\nlength_scale = 'fast'", "tts.length_scale must be a number, got 'fast'"),
+    ("[llm]\nextra_body = 5", "llm.extra_body must be a table, e.g. llm.extra_body = {"),
+    ("[llm]\nextra_body = { stream = false }", "llm.extra_body cannot set stream: the agent"),
+    ("[llm]\nextra_body = { messages = [], model = 'x' }", "cannot set model, messages"),
+    ("[llm]\nextra_body = { since = 1979-05-27 }", "llm.extra_body may hold only strings"),
+    ("[llm]\nextra_body = { temperature = nan }", "llm.extra_body may hold only strings"),
 ]
 # fmt: on
 
@@ -153,3 +158,19 @@ def test_a_misspelt_environment_variable_is_warned_about_with_a_suggestion(
     assert "VOICE_AGENT_VAD_HANGOVER is not a voice-agent setting" in run.stderr
     assert "did you mean VOICE_AGENT_VAD_HANGOVER_MS?" in run.stderr
     assert "hangover_ms = 700" in run.stdout
+
+
+def test_extra_request_fields_come_from_a_table_or_a_json_object_and_print_as_toml(
+    tmp_path: Path,
+) -> None:
+    """llm.extra_body: a TOML table in the file, a JSON object in the environment; `config`
+    prints it back as TOML that reads the same."""
+    fields = {"reasoning": {"effort": "low"}, "provider": {"order": ["a", "b"]}}
+    env = {"VOICE_AGENT_LLM_EXTRA_BODY": '{"reasoning": {"effort": "low"}, '
+                                         '"provider": {"order": ["a", "b"]}}'}  # fmt: skip
+    assert load(None, env, {}).llm.extra_body == fields
+    with pytest.raises(ConfigError, match=r"llm\.extra_body must be a JSON object"):
+        load(None, {"VOICE_AGENT_LLM_EXTRA_BODY": "reasoning=low"}, {})
+    run = run_cli("config", env={**env, "XDG_CONFIG_HOME": str(tmp_path)})
+    assert run.code == 0, run.stderr
+    assert tomllib.loads(run.stdout)["llm"]["extra_body"] == fields

@@ -288,6 +288,17 @@ def _dispatch(opts: dict[str, Any], config: Config) -> int:
     return asyncio.run(run_live(config, push_to_talk=bool(opts.get("push_to_talk"))))
 
 
+def toml_value(value: object) -> str:
+    """A setting's value as TOML: JSON's strings, numbers and arrays are TOML too; a table
+    is written inline (``{ a = 1 }``), its keys quoted."""
+    if isinstance(value, dict):
+        inner = ", ".join(f"{json_text(str(k))} = {toml_value(v)}" for k, v in value.items())
+        return f"{{ {inner} }}" if inner else "{}"
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    return json_text(value)
+
+
 def render_config(config: Config) -> str:
     """The effective configuration as TOML; keys are named by their variable, never shown."""
     lines = [f"# effective configuration (user config file: {user_config_path()})"]
@@ -299,7 +310,7 @@ def render_config(config: Config) -> str:
             if isinstance(value, Secret):
                 lines.append(f"# {name} is set (value hidden)" if value else f'{name} = ""')
             else:
-                lines.append(f"{name} = {json_text(value)}")
+                lines.append(f"{name} = {toml_value(value)}")
         if section == "llm":
             named = values["api_key_env"]
             for key_env in [named] if named else ["OPENROUTER_API_KEY", "OPENAI_API_KEY"]:

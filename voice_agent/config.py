@@ -73,6 +73,8 @@ class LlmConfig:
     max_retry_wait_s: float = 20.0  # a server asking to wait longer is not retried
     history_chars: int = 32000  # earlier turns sent with each request, oldest dropped first
     max_tokens: int = 0  # longest reply in tokens; 0 = the server's own limit
+    # merged into every chat request's JSON (a TOML table), e.g. reasoning = { effort = "low" }
+    extra_body: dict[str, Any] = field(default_factory=dict)
     local_model: str = "bundled"  # embedded llama.cpp: "bundled" (SmolLM2-135M) or a GGUF path
     local_context_tokens: int = 8192  # the embedded model's context window
 

@@ -3,6 +3,7 @@ range checked, so a bad value is one line at start-up instead of odd behaviour l
 
 from __future__ import annotations
 
+import json
 import math
 import typing
 from typing import Any
@@ -97,6 +98,8 @@ def coerce(section: str, cls: type[Any], name: str, value: Any, source: str) -> 
         return value.strip().lower() if key in WORDS else value
     if kind is bool:
         return _boolean(value, key, source)
+    if typing.get_origin(kind) is dict:
+        return _request_fields(value, key, source)
     number = _number(kind, value, key, source)
     low, high = RANGES[key]
     if not low <= number <= high:
@@ -107,6 +110,38 @@ def coerce(section: str, cls: type[Any], name: str, value: Any, source: str) -> 
         allowed = ", ".join(str(c) for c in CHOICES[key])
         raise ConfigError(f"{source}: {key} must be one of {allowed}, got {_shown(value)}")
     return number
+
+
+# what the agent itself puts in a chat request: extra fields may not replace them
+OWN_REQUEST_FIELDS = ("model", "messages", "stream")
+
+
+def _request_fields(value: Any, key: str, source: str) -> dict[str, Any]:
+    """Extra JSON fields for each request: a TOML table, or a JSON object in an environment
+    variable or flag, holding only what JSON can carry."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value) if value.strip() else {}
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{source}: {key} must be a JSON object, got {_shown(value)} "
+                              f"({exc.msg})") from None  # fmt: skip
+    if not isinstance(value, dict):
+        raise ConfigError(
+            f"{source}: {key} must be a table, e.g. "
+            f'{key} = {{ reasoning = {{ effort = "low" }} }}, got {_shown(value)}'
+        )
+    own = [name for name in OWN_REQUEST_FIELDS if name in value]
+    if own:
+        raise ConfigError(f"{source}: {key} cannot set {', '.join(own)}: the agent sends "
+                          "those itself (the model is llm.model)")  # fmt: skip
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"{source}: {key} may hold only strings, numbers, booleans, arrays and tables "
+            "(no dates or times, no inf or nan)"
+        ) from None
+    return value
 
 
 def _boolean(value: Any, key: str, source: str) -> bool:

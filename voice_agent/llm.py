@@ -171,6 +171,7 @@ class ChatClient:
         }
         if self.endpoint.max_tokens:
             body["max_tokens"] = self.endpoint.max_tokens
+        body.update(self.config.extra_body)  # e.g. how hard a reasoning model thinks
         log.debug(
             "request: %d messages, %d characters",
             len(messages),

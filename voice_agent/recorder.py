@@ -36,6 +36,7 @@ class Turn:
     reply_audio_seconds: float | None = None
     finish_reason: str | None = None  # "stop", "length", "incomplete", "interrupted", "error"
     error: str | None = None  # the line the user was shown
+    reasoning: str | None = None  # the model's thinking, never spoken nor in the Markdown
     audio_files: dict[str, str] | None = None  # kept FLAC files, relative to the transcript
     audio_error: str | None = None
     reply_audio: list[tuple[int, Audio]] = field(default_factory=list)  # (tag, piece) played
@@ -67,6 +68,7 @@ class Turn:
             "error": self.error,
             "audio_files": self.audio_files,
             "audio_error": self.audio_error,
+            "reasoning": self.reasoning,
         }  # fmt: skip
         return {"turn": self.number, "source": self.source, "models": models,
                 "events": events, "stages": stages(self.events),
@@ -120,6 +122,7 @@ def stages(events: dict[str, float]) -> dict[str, float]:
         "stt": ("stt_start", "stt_done"),
         "endpoint_to_stt_done": ("speech_end", "stt_done"),
         "first_token": ("request_sent", "first_token"),
+        "thinking": ("first_reasoning", "first_token"),
         "llm": ("request_sent", "reply_done"),
         "first_audio_ready": ("request_sent", "first_audio_ready"),
         "speech_end_to_first_audio": ("speech_end", "first_audio_out"),

@@ -167,6 +167,9 @@ class ReplyPipeline:
     async def _produce(self, chunks: AsyncIterator[ReplyChunk]) -> None:
         self.turn.mark("request_sent")
         async for chunk in chunks:
+            if chunk.reasoning:
+                self.turn.mark("first_reasoning")
+                self.turn.reasoning = (self.turn.reasoning or "") + chunk.reasoning
             if chunk.text:
                 self.turn.mark("first_token")
                 self.parts.append(chunk.text)
