@@ -16,6 +16,8 @@ packages=(python3 python3-venv python3-pip libportaudio2 build-essential cmake)
 if [ $want_test = 1 ]; then
   # PulseAudio null sinks are the "virtual room" the end-to-end tests speak and listen in.
   packages+=(pulseaudio pulseaudio-utils libasound2-plugins)
+  # systemd-analyze checks the unit `voice-agent service install` writes (nothing is started)
+  packages+=(systemd)
 fi
 
 missing=()

@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
     )
     parser.add_argument("--version", action="version", version=f"voice-agent {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="{chat,devices,transcripts,config}")
+    sub = parser.add_subparsers(dest="command", metavar="{chat,devices,transcripts,config,service}")
 
     chat = sub.add_parser("chat", parents=[common], help="talk with the agent (default)")
     chat.add_argument(
@@ -127,6 +127,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     _transcripts_parser(sub, common)
     sub.add_parser("config", parents=[common], help="print the effective configuration")
+    service = sub.add_parser("service", help="run the live agent as a systemd service at boot")
+    service.add_argument("action", choices=["install", "uninstall", "status"])
+    where = service.add_mutually_exclusive_group()
+    where.add_argument("--user", dest="system", action="store_false", default=False,
+                       help="your own systemd instance (the default)")  # fmt: skip
+    where.add_argument("--system", action="store_true", help="the machine's (needs root)")
+    service.add_argument("agent_args", nargs=argparse.REMAINDER, metavar="-- FLAGS",
+                         help="after --: flags for the agent, e.g. -- --llm-url URL")  # fmt: skip
     return parser
 
 
@@ -205,6 +213,24 @@ def _run_transcripts(opts: dict[str, Any], config: Config) -> int:
     return 0
 
 
+def _run_service(opts: dict[str, Any]) -> int:
+    from voice_agent import service
+
+    system, action = bool(opts.get("system")), opts["action"]
+    agent_args = [a for a in opts.get("agent_args") or [] if a != "--"]
+    if action == "install":
+        lines, code = service.install(system, agent_args), 0
+    elif agent_args:
+        raise VoiceAgentError(f"service {action} takes no agent flags")
+    elif action == "uninstall":
+        lines, code = service.uninstall(system), 0
+    else:
+        code, lines = service.status(system)
+    for line in lines:
+        print(inert(line))
+    return code
+
+
 def _limit_malloc_arenas() -> None:
     """glibc gives every thread that allocates its own heap arena (up to eight per core); the
     model runtimes' thread pools then hold on to freed memory in each. Two arenas suffice
@@ -267,6 +293,8 @@ def _dispatch(opts: dict[str, Any], config: Config) -> int:
         return 0
     if command == "transcripts":
         return _run_transcripts(opts, config)
+    if command == "service":
+        return _run_service(opts)
     if command == "devices":
         from voice_agent.devices import describe
 
