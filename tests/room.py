@@ -165,11 +165,17 @@ AGENT_LOG = os.environ.get("ROOM_AGENT_LOG", "")
 class AgentProcess:
     """``voice-agent`` running in the room, its output collected line by line."""
 
-    def __init__(self, args: list[str], source: str, sink: str, stdin: bool = False) -> None:
-        """``source`` is what the agent hears (a monitor), ``sink`` where it speaks."""
+    def __init__(
+        self, args: list[str], source: str, sink: str, stdin: bool = False, cues: bool = False
+    ) -> None:
+        """``source`` is what the agent hears (a monitor), ``sink`` where it speaks. Without
+        ``cues`` the thinking tone is off: the room tests and benchmarks time the reply's own
+        sound (the tones have their own tests)."""
         env = {k: v for k, v in os.environ.items()
                if not k.startswith(("VOICE_AGENT_", "OPENROUTER_", "OPENAI_"))}  # fmt: skip
         env.update(PULSE_SOURCE=source, PULSE_SINK=sink, PYTHONUNBUFFERED="1")
+        if not cues:
+            env["VOICE_AGENT_AUDIO_CUES"] = "false"
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "voice_agent", *(["--debug"] if AGENT_LOG else []), *args],
             env=env, text=True,

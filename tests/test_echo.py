@@ -193,11 +193,11 @@ def speakers() -> Iterator[Headset]:
     room.close()
 
 
-def start(server: ScriptedLLM, tmp_path: Path, room: Headset) -> AgentProcess:
+def start(server: ScriptedLLM, tmp_path: Path, room: Headset, cues: bool = False) -> AgentProcess:
     """The agent with its defaults (echo cancellation auto, barge-in auto) on laptop
     speakers."""
     agent = AgentProcess(["--llm-url", server.url, "--transcripts-dir", str(tmp_path / "t"),
-                          "chat"], room.ear, room.agent)  # fmt: skip
+                          "chat"], room.ear, room.agent, cues=cues)  # fmt: skip
     line = agent.wait_for(r"echo cancellation \w+; barge-in \w+", timeout=90)
     assert "echo cancellation on; barge-in on" in line
     agent.wait_for("Listening", timeout=30)
@@ -233,6 +233,34 @@ def test_twenty_replies_of_5_to_20_s_never_interrupt_themselves(
     reply_words = set(normalise(" ".join(SENTENCES)).split()) - {"of", "a", "the", "to", "is"}
     for user in turns[0::2]:  # "four queen of clubs", never the agent's words
         assert len(user.text.split()) <= 5 and not set(normalise(user.text).split()) & reply_words
+
+
+@pytest.mark.slow
+def test_the_thinking_tone_through_speakers_is_neither_a_turn_nor_an_interruption(
+    tmp_path: Path, speakers: Headset
+) -> None:
+    """A model that thinks for 6 s: the room hears the tone twice (1 s after the turn, then
+    4 s later) at full level in the agent's own microphone; with barge-in on it starts no
+    turn and stops nothing, and the answer that follows is whole."""
+    from test_turn_taking import cue_at
+
+    thinker = Stream(SENTENCES[0], reasoning="Weighing the options. " * 12, reasoning_s=6.0)
+    with ScriptedLLM(thinker, Stream("Okay.")) as server:
+        agent = start(server, tmp_path, speakers, cues=True)
+        rec = Recorder(f"{speakers.room}.monitor", channels=2)
+        try:
+            play(speakers.user, as_wav(clip("cards_001.wav").path, tmp_path))
+            wait_until(lambda: len(sidecar(tmp_path)) >= 1, 40, "the answer")
+            time.sleep(2.0)  # room for a wrong extra turn to show up
+            recording = rec.stop()
+            assert agent.interrupt() == 0
+        finally:
+            agent.kill()
+    assert len(cue_at(recording[:, 1])) == 2
+    assert len(server.requests) == 1
+    [md] = transcript_files(tmp_path / "t")
+    assert [t.text for t in read(md).turns][1] == SENTENCES[0]
+    assert [r["interrupted"] for r in sidecar(tmp_path)] == [False]
 
 
 INTERRUPTIONS = ["1272-128104-0000.wav", "arctic_a0024.wav", "1995-1837-0001.wav"]

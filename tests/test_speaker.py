@@ -111,3 +111,37 @@ def test_underruns_that_persist_while_speaking_are_told_once() -> None:
         sink.close()
     assert len(notes) == 1
     assert "the speaker ran dry 5 times in 10 s while speaking" in notes[0]
+
+
+def test_a_cue_gives_way_to_the_reply_and_is_not_its_first_sound() -> None:
+    """The thinking tone is playing when the reply's first audio arrives: the tone stops, the
+    reply plays, and the reply's first sound is the reply's, not the tone's (latency figures
+    and what an interrupted reply kept count from it)."""
+    from voice_agent import cues
+    from voice_agent.speaker import CUE
+
+    ensure_pulseaudio()
+    sink = Sink("cues")
+    os.environ["PULSE_SINK"] = sink.name
+
+    async def scenario() -> tuple[bool, bool, float | None, float, bool]:
+        speaker = Speaker("")
+        try:
+            speaker.enqueue(cues.thinking(speaker.rate_hz), CUE)
+            await asyncio.sleep(0.05)
+            only_cue = speaker.playing and not speaker.speaking
+            before = speaker.first_sound_at()
+            speaker.enqueue(Audio(np.full(4410, 3000, np.int16), 22050), 0)
+            replying = speaker.speaking
+            await speaker.drained()
+            return only_cue, replying, before, speaker.played_fraction(0), speaker.playing
+        finally:
+            speaker.close()
+
+    try:
+        only_cue, replying, before, played, still = asyncio.run(scenario())
+    finally:
+        del os.environ["PULSE_SINK"]
+        sink.close()
+    assert only_cue and before is None  # a cue alone is not the agent speaking
+    assert replying and played == 1.0 and not still

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from conftest import clip
 from llm_server import ScriptedLLM, Stream
-from room import Sink, ensure_pulseaudio
+from room import Recorder, Sink, ensure_pulseaudio
 
 from voice_agent.agent import Agent
 from voice_agent.audio import SPEECH_RATE_HZ, Audio, read_file
@@ -153,6 +153,7 @@ class FramesInRealTime:
 def live_turn(tmp_path: Path, frames: list[np.ndarray], stt: ScriptedStt, server: ScriptedLLM,
               wait_s: float, tts: PiperTts | None = None, reply: ReplyConfig | None = None,
               echo: object = None, speaker_type: type[Speaker] = Speaker,
+              recording: list[np.ndarray] | None = None,
               ) -> tuple[FramesInRealTime, Path]:  # fmt: skip
     """One LiveSession hearing ``frames``; the transcript path once ``wait_s`` has passed.
     With ``tts`` the replies are spoken, and the user can talk over them (a headset)."""
@@ -180,9 +181,12 @@ def live_turn(tmp_path: Path, frames: list[np.ndarray], stt: ScriptedStt, server
     ensure_pulseaudio()
     sink = Sink("turns")
     os.environ["PULSE_SINK"] = sink.name
+    recorder = Recorder(sink) if recording is not None else None
     try:
         return mic, asyncio.run(run())
     finally:
+        if recorder is not None and recording is not None:
+            recording.append(recorder.stop())  # what the agent played, as a room would hear
         del os.environ["PULSE_SINK"]
         sink.close()
 
@@ -372,3 +376,59 @@ def test_a_withdrawn_reply_never_reaches_the_transcript_even_if_its_cancellation
     assert cancelled
     assert not list(folder.rglob("*.md")) or not read(next(folder.rglob("*.md"))).turns
     assert "Noted" not in shown
+
+
+def cue_at(recording: np.ndarray) -> list[float]:
+    """Seconds into ``recording`` where the thinking cue sounds (normalised correlation with
+    the tone as generated, above 0.9: speech never comes close)."""
+    from voice_agent import cues
+
+    cue = cues.thinking(SPEECH_RATE_HZ).samples.astype(np.float64)
+    x = recording.astype(np.float64)
+    size = 1 << (len(x) + len(cue)).bit_length()
+    corr = np.fft.irfft(np.fft.rfft(x, size) * np.conj(np.fft.rfft(cue, size)), size)
+    corr = corr[: len(x) - len(cue) + 1]
+    energy = np.concatenate([[0.0], np.cumsum(x**2)])
+    local = np.sqrt(np.maximum(energy[len(cue) :] - energy[: -len(cue)], 1e-9))
+    likeness = corr / (local * np.linalg.norm(cue) + 1e-9)
+    found: list[float] = []
+    for i in np.flatnonzero(likeness > 0.9):
+        if not found or i / SPEECH_RATE_HZ - found[-1] > 0.5:
+            found.append(i / SPEECH_RATE_HZ)
+    return found
+
+
+def first_loud(recording: np.ndarray, after: float = 0.0) -> float:
+    """Seconds into ``recording`` of the first 10 ms louder than the cue can be (the reply)."""
+    frames = recording[: len(recording) // 160 * 160].reshape(-1, 160).astype(np.float64)
+    loud = np.flatnonzero(np.sqrt((frames**2).mean(axis=1)) > 2000)
+    return float(loud[loud >= after * 100][0] / 100)
+
+
+@pytest.mark.slow
+def test_a_model_thinking_for_3_s_gets_a_soft_cue_and_a_quick_one_none(tmp_path: Path) -> None:
+    """A reasoning model thinks for 3 s before its answer: about a second after the turn is
+    taken the room hears the thinking tone, before the reply (nothing of the reasoning is
+    spoken: the reply is the answer, and the transcript holds only it). A model that answers
+    at once gets no tone."""
+    tts = PiperTts(TtsConfig())
+    frames = frames_of(0.5, speech(), 7.0)
+    slow = Stream("It is a card.", reasoning="The user names a card. " * 8, reasoning_s=3.0)
+    heard: list[np.ndarray] = []
+    with ScriptedLLM(slow) as server:
+        _, md = live_turn(tmp_path / "slow", frames, ScriptedStt("Ten of clubs."), server, 8,
+                            tts, recording=heard)  # fmt: skip
+    [recording] = heard
+    cues_heard = cue_at(recording)
+    assert len(cues_heard) == 1, cues_heard
+    reply_starts = first_loud(recording, after=cues_heard[0] + 0.3)
+    assert 0.5 < reply_starts - cues_heard[0] < 3.0  # the tone came first, well before it
+    assert [t.text for t in read(md).turns] == ["Ten of clubs.", "It is a card."]
+    [record] = records(md)
+    assert record["reasoning"].startswith("The user names a card.")  # type: ignore[union-attr]
+    quick: list[np.ndarray] = []
+    with ScriptedLLM(Stream("It is a card.")) as server:
+        live_turn(tmp_path / "quick", frames, ScriptedStt("Ten of clubs."), server, 8, tts,
+                  recording=quick)  # fmt: skip
+    assert cue_at(quick[0]) == []
+    assert first_loud(quick[0]) > 0  # the reply itself did sound

@@ -14,8 +14,8 @@ import threading
 from collections.abc import AsyncIterator, Callable
 from typing import TypeVar
 
-from voice_agent import heap
-from voice_agent.audio import Audio
+from voice_agent import cues, heap
+from voice_agent.audio import SPEECH_RATE_HZ, Audio
 from voice_agent.config import ReplyConfig
 from voice_agent.display import Display
 from voice_agent.end_of_turn import EndOfTurn
@@ -23,7 +23,7 @@ from voice_agent.errors import LlmHttpError, VoiceAgentError, spoken
 from voice_agent.llm import ChatClient, Conversation, Message, is_context_error
 from voice_agent.llm_reply import ReplyChunk
 from voice_agent.recorder import Turn, TurnRecorder, write_turn_audio
-from voice_agent.speaker import AudioOut
+from voice_agent.speaker import CUE, AudioOut
 from voice_agent.speaking import ReplyPipeline
 from voice_agent.stt import SpeechToText, Transcription
 from voice_agent.transcript import TranscriptWriter
@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 UNEXPECTED_SPOKEN = "Sorry, something went wrong with that answer. The details are on the screen."
 NOT_SAVED_SPOKEN = "Sorry, I cannot save our conversation right now. The details are on the screen."
 UNHEARD_SPOKEN = "Sorry, I could not make out what you said. Please say it again."
+THINKING_CUE_AFTER_S = 1.0  # the turn taken and still no sound: "I heard you, thinking"
+THINKING_CUE_EVERY_S = 4.0  # then again, gently, while the model is still silent
 
 
 class Agent:
@@ -65,6 +67,7 @@ class Agent:
         self.keep_shown = False  # an interrupted reply keeps what was shown, not what was spoken
         self.speaking: ReplyPipeline | None = None  # the reply being spoken, if any
         self.rejoin_s = 0.0  # live, with barge-in: how long a reply's first sound is a false start
+        self.cues = False  # live (audio.cues): tones while a slow model is silent, before errors
         self._unsaid = ""  # a notice to speak once the reply in progress is over
         writer.on_failure = self._not_saved
         writer.on_recovery = self._saved_again
@@ -118,6 +121,7 @@ class Agent:
         reply = ReplyPipeline(turn, self.config, self.display, synthesize, self.out, gate,
                               lambda: self.commit(turn), hold)  # fmt: skip
         self.speaking = reply
+        thinking = asyncio.create_task(self._thinking_cues(reply, gate)) if self.cues else None
         try:
             finish = await reply.run(self._ask(turn))
         except asyncio.CancelledError:
@@ -136,9 +140,33 @@ class Agent:
             return await self._failed(turn, gate, reply.text, message, UNEXPECTED_SPOKEN)
         finally:
             self.speaking = None
+            if thinking is not None:
+                thinking.cancel()
         self._finish(turn, reply.text, finish)
         await self.say_unsaid()
         return True
+
+    async def _thinking_cues(self, reply: ReplyPipeline, gate: asyncio.Event | None) -> None:
+        """A soft tone once the turn is taken and the reply has not sounded for a second, and
+        every few seconds after while the model is still silent (a thinking model can take
+        ten): the user hears they were heard. Never while they speak; the reply's first
+        sound silences it."""
+        if self.out is None:
+            return
+        cue = cues.thinking(self._out_rate())
+        wait = THINKING_CUE_AFTER_S
+        while True:
+            if gate is not None:
+                await gate.wait()
+            await asyncio.sleep(wait)
+            if reply.sounded or (self.tts is None and reply.text):
+                return
+            if gate is None or gate.is_set():
+                self.out.enqueue(cue, CUE)
+            wait = THINKING_CUE_EVERY_S
+
+    def _out_rate(self) -> int:
+        return int(getattr(self.out, "rate_hz", SPEECH_RATE_HZ))
 
     async def _synthesize(self, text: str) -> Audio:
         assert self.tts is not None
@@ -206,8 +234,11 @@ class Agent:
             log.debug("notice not spoken: %s", exc)
             return
         self.out.reset()
-        self.out.enqueue(audio, 0)
         try:
+            if self.cues:  # "something went wrong", before the words say what
+                self.out.enqueue(cues.error(self._out_rate()), CUE)
+                await self.out.drained()
+            self.out.enqueue(audio, 0)
             await self.out.drained()
         except asyncio.CancelledError:
             self.out.stop()

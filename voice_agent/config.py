@@ -124,6 +124,7 @@ class AudioConfig:
     echo_cancellation: str = "auto"  # the agent's own voice removed from the microphone
     echo_tail_ms: int = 300  # without it: after playback ends, the microphone stays deaf this long
     barge_in: str = "auto"  # user speech stops playback; auto = when echo cancellation runs
+    cues: bool = True  # live: a soft tone while a slow model is silent, and before errors
     max_file_s: float = 300.0  # longest audio file taken as one --input turn, in seconds
 
 

@@ -44,6 +44,7 @@ DOUBT_FRAMES = 50  # voiced frames after which a start is the user's anyway (1 s
 # in the room). The reply goes on then, not a hangover and a transcription later (a second's
 # stall); the utterance is still judged by its words when it ends.
 ECHO_GONE_FRAMES = 10
+ECHO_MARGIN_S = 0.1  # beyond the output latency: the device's clock and the capture's jitter
 # A reply the user talks over just after it began (``reply.rejoin_ms``) was a false start only
 # if they had paused, not finished: after this much silence they had finished, and the reply
 # was merely late (a slow model): it is interrupted and kept, not withdrawn. The pause set's
@@ -96,6 +97,7 @@ class LiveSession:
         self.barge_in = setting == "on" or (setting == "auto" and echo is not None)
         if self.barge_in:
             agent.rejoin_s = config.reply.rejoin_ms / 1000
+        agent.cues = config.audio.cues
         self.turns = TurnTaking(config.vad, config.reply)
         self.vad = VoiceDetector(config.vad.aggressiveness, config.vad.floor_dbfs)
         self.stop = asyncio.Event()  # the session replaces it with its signal handler's
@@ -108,6 +110,9 @@ class LiveSession:
         self._deaf = False
         self._doubted = 0  # voiced frames heard since a start that may be echo, 0 = none
         self._quiet = 0  # unvoiced frames in a row while doubted
+        self._recheck_at = 0  # the voiced-frame count of the next recheck
+        self._paused_at = 0.0  # time.monotonic() of the pause for a doubted start
+        self._doubt_began = 0.0  # time.time() of that start
         self._undecided = 0  # utterances heard but not yet turned into a turn (or dropped)
 
     async def run(self) -> int:
@@ -156,7 +161,8 @@ class LiveSession:
         elif self._doubted and voiced:
             self._quiet = 0
             self._doubted += 1
-            if self._doubted % RECHECK_FRAMES == 0:
+            if self._past_the_echo(frame) and self._doubted >= self._recheck_at:
+                self._recheck_at = self._doubted + RECHECK_FRAMES
                 self._barge_in_unless_echo()
         elif self._doubted:
             self._quiet += 1
@@ -174,10 +180,14 @@ class LiveSession:
                       time.monotonic() - frame.captured_at)  # fmt: skip
             self.display.status("hearing")
             self._spawn(self.agent.chat.warm())  # the request will follow in seconds
-            if self.barge_in and self.speaker.playing:
+            if self.barge_in and self.speaker.speaking:
                 self.speaker.pause()  # at once; resumed if it was only the reply's echo
-                self._doubted, self._quiet = 1, 0
-                self._barge_in_unless_echo()
+                self._doubted, self._quiet, self._recheck_at = 1, 0, 0
+                self._paused_at, self._doubt_began = time.monotonic(), time.time()
+                if self._past_the_echo(frame):
+                    self._barge_in_unless_echo()
+            else:
+                self.speaker.stop_cues()  # a "thinking" tone gives way to the user's voice
         elif isinstance(event, Paused) and self.config.reply.early_transcription:
             self._start_early(event)
         elif isinstance(event, Resumed):
@@ -193,6 +203,16 @@ class LiveSession:
                 return
             self.take(event, speech_end(frame, event))
 
+    def _past_the_echo(self, frame: Frame) -> bool:
+        """Whether ``frame`` was captured after the paused reply's last sound could reach the
+        microphone: voice then is not the reply's echo, however it correlates. Through
+        speakers the canceller can let echo through when its path shifts (a busy machine, an
+        underrun: measured, leaks that correlate little with the reply started turns and
+        stopped replies); the pause is at once, the decision waits for this. With no
+        canceller (a headset) there is no echo: at once."""
+        margin = self.speaker.latency_s + ECHO_MARGIN_S
+        return self.echo is None or frame.captured_at > self._paused_at + margin
+
     def _barge_in_unless_echo(self) -> None:
         """Stop the reply for the user's voice, not for the canceller's leak: when the echo
         path shifts, a few hundred ms of echo can get through, and they look like what is
@@ -204,8 +224,8 @@ class LiveSession:
             log.debug("speech start doubted: %.2f like the reply", likeness)
             return
         self._doubted = 0
-        if self.speaker.playing:
-            self.interrupt("barge-in")  # the agent records what was spoken
+        if self.speaker.speaking:
+            self.interrupt("barge-in", began=self._doubt_began)  # it records what was spoken
 
     async def _echo_or_user(self, u: Utterance, ended: float) -> None:
         """A doubted utterance ended: the reply's own words (or none) resume the reply; any

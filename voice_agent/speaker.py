@@ -36,6 +36,9 @@ class AudioOut(Protocol):
     async def drained(self) -> None: ...
 
 
+CUE = -1  # the tag of a cue (cues.py): not part of any reply, never counted as its sound
+
+
 @dataclass
 class _Piece:
     samples: Pcm
@@ -104,9 +107,30 @@ class Speaker:
         # arrives after its echo cannot be cancelled.
         reference = audio.resampled(SPEECH_RATE_HZ).samples if self.far_end else None
         with self._lock:
+            if tag != CUE:  # the reply begins: a cue still waiting or sounding gives way
+                self._drop_cues()
             self._queue.append(_Piece(samples, tag, reference=reference))
             self._lengths[tag] += len(samples)
             self._idle.clear()
+
+    def stop_cues(self) -> None:
+        """Silence a cue at once (the user speaks); a reply's audio plays on."""
+        with self._lock:
+            self._drop_cues()
+
+    def _drop_cues(self) -> None:
+        kept = [p for p in self._queue if p.tag != CUE]
+        if len(kept) != len(self._queue):
+            self._queue = collections.deque(kept)
+            if not self._queue and not self._idle.is_set():
+                self._audible_until = time.monotonic() + self.latency_s
+                self._idle.set()
+
+    @property
+    def speaking(self) -> bool:
+        """A reply (not only a cue) is queued or sounding."""
+        with self._lock:
+            return any(p.tag != CUE for p in self._queue)
 
     def pause(self) -> None:
         """Silence at once, keeping what is queued: ``resume`` goes on where it stopped."""
@@ -175,7 +199,7 @@ class Speaker:
                 out[filled : filled + n] = piece.samples[piece.pos : piece.pos + n]
                 if reference is not None:
                     reference.played(piece.reference, piece.pos, n)
-                if self._first_sound is None and n:
+                if self._first_sound is None and n and piece.tag != CUE:
                     self._first_sound = time.time() + self.latency_s
                 piece.pos += n
                 filled += n
