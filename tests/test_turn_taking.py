@@ -323,7 +323,7 @@ class LeakStt(ScriptedStt):
 @pytest.mark.slow
 def test_a_leak_of_the_reply_stalls_it_for_a_moment_not_a_second(tmp_path: Path) -> None:
     """Echo comes through the canceller for 0.3 s, 1 s into the reply: playback pauses at
-    once, and goes on 0.2 s after that voice fell silent with it (echo stops when the
+    once, and goes on 0.3 s after that voice fell silent with it (echo stops when the
     speaker does; a user would go on). Before, it waited for the end of the utterance and a
     transcription: a second and more of silence mid-reply. The reply is kept whole."""
     reply = Stream("Noted. I will keep the ten of clubs in mind for the rest of the game, "
@@ -341,7 +341,7 @@ def test_a_leak_of_the_reply_stalls_it_for_a_moment_not_a_second(tmp_path: Path)
                           echo=LeakingCanceller(), speaker_type=timed)  # type: ignore[arg-type]  # fmt: skip
         assert len(server.requests) == 1
     [speaker] = speakers
-    assert len(speaker.pauses) == 1 and speaker.pauses[0] < 0.6, speaker.pauses
+    assert len(speaker.pauses) == 1 and speaker.pauses[0] < 0.75, speaker.pauses
     turns = [(t.role, t.text) for t in read(md).turns]
     assert turns == [("USER", "Ten of clubs."), ("ASSISTANT", reply.text)]
 

@@ -39,11 +39,14 @@ ECHO_LIKENESS = 0.4
 RECHECK_FRAMES = 5  # voiced frames between rechecks of a doubted start (100 ms at 20 ms)
 DOUBT_FRAMES = 50  # voiced frames after which a start is the user's anyway (1 s at 20 ms): the
 # canceller's leaks last a few hundred ms
-# Unvoiced frames after which a doubted voice that fell silent once the reply paused was its
-# echo (200 ms at 20 ms: the leak stops an output and input latency after the pause, ~150 ms
-# in the room). The reply goes on then, not a hangover and a transcription later (a second's
-# stall); the utterance is still judged by its words when it ends.
-ECHO_GONE_FRAMES = 10
+# Unvoiced frames after which a voice that began like the reply (ECHO_LIKENESS) and fell
+# silent once the reply paused was its echo (300 ms at 20 ms: the leak stops an output and
+# input latency after the pause, ~150 ms in the room). The reply goes on then, not a hangover
+# and a transcription later (a second's stall); the utterance is still judged by its words.
+# Only for starts that looked like the reply: the canceller can mute the first few hundred ms
+# of a user talking over it, and 200 ms of that once passed for "silent" (their first
+# sentence was lost to the resumed reply).
+ECHO_GONE_FRAMES = 15
 ECHO_MARGIN_S = 0.1  # beyond the output latency: the device's clock and the capture's jitter
 # A reply the user talks over just after it began (``reply.rejoin_ms``) was a false start only
 # if they had paused, not finished: after this much silence they had finished, and the reply
@@ -113,6 +116,7 @@ class LiveSession:
         self._recheck_at = 0  # the voiced-frame count of the next recheck
         self._paused_at = 0.0  # time.monotonic() of the pause for a doubted start
         self._doubt_began = 0.0  # time.time() of that start
+        self._echo_like = False  # that start's sound correlated with the reply
         self._undecided = 0  # utterances heard but not yet turned into a turn (or dropped)
 
     async def run(self) -> int:
@@ -166,7 +170,7 @@ class LiveSession:
                 self._barge_in_unless_echo()
         elif self._doubted:
             self._quiet += 1
-            if self._quiet == ECHO_GONE_FRAMES and self.speaker.paused:
+            if self._quiet == ECHO_GONE_FRAMES and self._echo_like and self.speaker.paused:
                 log.debug("a doubted voice stopped with the reply: its echo, reply resumed")
                 self._doubted = 1  # a leak that comes back is doubted afresh
                 self.speaker.resume()
@@ -184,6 +188,7 @@ class LiveSession:
                 self.speaker.pause()  # at once; resumed if it was only the reply's echo
                 self._doubted, self._quiet, self._recheck_at = 1, 0, 0
                 self._paused_at, self._doubt_began = time.monotonic(), time.time()
+                self._echo_like = self._likeness() >= ECHO_LIKENESS
                 if self._past_the_echo(frame):
                     self._barge_in_unless_echo()
             else:
@@ -213,13 +218,16 @@ class LiveSession:
         margin = self.speaker.latency_s + ECHO_MARGIN_S
         return self.echo is None or frame.captured_at > self._paused_at + margin
 
+    def _likeness(self) -> float:
+        return self.echo.echo_likeness() if self.echo is not None else 0.0
+
     def _barge_in_unless_echo(self) -> None:
         """Stop the reply for the user's voice, not for the canceller's leak: when the echo
         path shifts, a few hundred ms of echo can get through, and they look like what is
         being played. Playback pauses at once either way; a start that correlates with the
         reply is doubted and rechecked as more of it is heard (the user going on makes it
         clear), and a doubted utterance is judged by its words when it ends."""
-        likeness = self.echo.echo_likeness() if self.echo is not None else 0.0
+        likeness = self._likeness()
         if likeness >= ECHO_LIKENESS and self._doubted < DOUBT_FRAMES:
             log.debug("speech start doubted: %.2f like the reply", likeness)
             return
