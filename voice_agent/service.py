@@ -42,8 +42,8 @@ class Scope:
     @property
     def env_file(self) -> Path:
         """Where API keys go: a unit file is world-readable, this one need not be."""
-        config = os.environ.get("XDG_CONFIG_HOME") if not self.system else None
-        return Path(config or self.home / ".config") / "voice-agent" / "service.env"
+        config = self.home / ".config" if self.system else config_home(self.home)
+        return config / "voice-agent" / "service.env"
 
 
 def scope(system: bool) -> Scope:
@@ -56,8 +56,12 @@ def scope(system: bool) -> Scope:
         home = Path.home()
     if system:
         return Scope(True, Path("/etc/systemd/system"), name, home)
-    config = os.environ.get("XDG_CONFIG_HOME")
-    return Scope(False, Path(config or home / ".config") / "systemd" / "user", name, home)
+    return Scope(False, config_home(home) / "systemd" / "user", name, home)
+
+
+def config_home(home: Path) -> Path:
+    """The user's configuration folder, as systemd's user instance finds it."""
+    return Path(os.environ.get("XDG_CONFIG_HOME") or home / ".config")
 
 
 def systemd_quote(arg: str) -> str:
