@@ -201,9 +201,12 @@ def interruptions(tries: int) -> dict[str, Any]:
     stops, cursor = [], 0
     for name in names:
         voice = read_file(clip(name).path).samples
-        start = cursor + _locate(recording[cursor:, 0], voice)
+        # clips repeat: find each after the one before, and before the next try's (a later
+        # copy of the same clip can correlate a hair better)
+        window = recording[cursor : cursor + voice.size + 20 * SPEECH_RATE_HZ, 0]
+        start = cursor + _locate(window, voice)
         onset = start + first_voiced_sample(voice)
-        cursor = start + voice.size  # clips repeat: find each after the one before
+        cursor = start + voice.size
         try:
             stops.append(round(playback_stop(recording[:, 1], onset), 3))
         except AssertionError:

@@ -24,6 +24,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -168,20 +169,25 @@ def run_agent(
 
 def cpu_share(pid: int, seconds: float) -> float:
     """CPU used by the process over ``seconds`` of idle listening, in % of one core."""
-
-    def ticks() -> int:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return int(fields[11]) + int(fields[12])
-
-    start, t0 = ticks(), time.monotonic()
+    start, t0 = cpu_seconds(pid), time.monotonic()
     time.sleep(seconds)
-    used = (ticks() - start) / os.sysconf("SC_CLK_TCK")
-    return 100 * used / (time.monotonic() - t0)
+    return 100 * (cpu_seconds(pid) - start) / (time.monotonic() - t0)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time the process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def peak_rss(pid: int) -> float:
+    return memory_mb(pid, "VmHWM")
+
+
+def memory_mb(pid: int, field: str = "VmRSS") -> float:
+    """A memory figure from /proc/PID/status (VmRSS now, VmHWM the peak), in MB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return float("nan")
 
@@ -254,6 +260,16 @@ def measure(recording: np.ndarray, chosen: list[Any]) -> tuple[dict[str, list[fl
             i += 1
         gaps.append(longest * FRAME / SPEECH_RATE_HZ)
     return latencies, gaps
+
+
+def save_and_report(
+    result: dict[str, Any], path: Path, report: Callable[[dict[str, Any]], None]
+) -> None:
+    """Name the machine in ``result``, write it to ``path`` as JSON, and print it."""
+    result["machine"] = machine_name()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    report(result)
 
 
 def machine_name() -> str:

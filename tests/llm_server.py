@@ -53,8 +53,11 @@ Step = Stream | Raw | Callable[[BaseHTTPRequestHandler], None]
 
 
 def sse(obj: Any, ascii: bool = False) -> bytes:
-    """One event; ``ascii`` writes non-ASCII as JSON escapes, lone surrogates included."""
-    return b"data: " + json.dumps(obj, ensure_ascii=ascii).encode() + b"\n\n"
+    """One event; ``ascii`` writes non-ASCII as JSON escapes, lone surrogates included;
+    without it a lone surrogate goes out as the invalid UTF-8 a careless server would send."""
+    return (
+        b"data: " + json.dumps(obj, ensure_ascii=ascii).encode("utf-8", "surrogatepass") + b"\n\n"
+    )
 
 
 def reasoning_delta(text: str) -> bytes:
@@ -78,8 +81,12 @@ def delta(
 
 
 class ScriptedLLM:
-    def __init__(self, *script: Step, port: int = 0) -> None:
+    def __init__(self, *script: Step, port: int = 0, by_turn: bool = False) -> None:
+        """``by_turn``: the step is chosen by the conversation's turn (its number of user
+        messages), as a deterministic model would answer: a request sent again for the same
+        turn (a speculative one dropped because the user went on) gets the same reply."""
         self.script: list[Step] = list(script) or [Stream("Hello from the scripted server.")]
+        self.by_turn = by_turn
         self.requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
         self.models = ["scripted-model"]
@@ -114,7 +121,7 @@ class ScriptedLLM:
                 outer.ports.append(("POST", self.client_address[1]))
                 outer.requests.append(json.loads(raw))
                 outer.headers.append(dict(self.headers))
-                step = outer._next()
+                step = outer._for_turn(outer.requests[-1]) if outer.by_turn else outer._next()
                 if isinstance(step, Stream):
                     self._stream(step)
                 elif isinstance(step, Raw):
@@ -172,6 +179,24 @@ class ScriptedLLM:
     def _next(self) -> Step:
         return self.script.pop(0) if len(self.script) > 1 else self.script[0]
 
+    def _for_turn(self, request: dict[str, Any]) -> Step:
+        turn = self._turns().index(_history(request))
+        return self.script[min(turn, len(self.script) - 1)]
+
+    def _turns(self) -> list[str]:
+        """Each turn asked about, in order, as the conversation before its question: a request
+        sent again for the same turn has the same history (and counts once), also when the
+        agent has trimmed old turns from it."""
+        return list(dict.fromkeys(_history(r) for r in self.requests))
+
+    def turns_asked(self) -> int:
+        """How many turns the model was asked about (a re-sent request counts once)."""
+        return len(self._turns())
+
+    def asked(self) -> list[str]:
+        """What each request asked about: its last user message."""
+        return [self.user_messages(i)[-1] for i in range(len(self.requests))]
+
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
@@ -186,6 +211,10 @@ class ScriptedLLM:
 
     def user_messages(self, request: int = -1) -> list[str]:
         return [m["content"] for m in self.requests[request]["messages"] if m["role"] == "user"]
+
+
+def _history(request: dict[str, Any]) -> str:
+    return json.dumps(request["messages"][:-1], sort_keys=True)
 
 
 def serve(*script: Step) -> Iterator[ScriptedLLM]:

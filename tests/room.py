@@ -166,19 +166,26 @@ class AgentProcess:
     """``voice-agent`` running in the room, its output collected line by line."""
 
     def __init__(
-        self, args: list[str], source: str, sink: str, stdin: bool = False, cues: bool = False
+        self,
+        args: list[str],
+        source: str,
+        sink: str,
+        stdin: bool = False,
+        cues: bool = False,
+        env: dict[str, str] | None = None,
     ) -> None:
         """``source`` is what the agent hears (a monitor), ``sink`` where it speaks. Without
         ``cues`` the thinking tone is off: the room tests and benchmarks time the reply's own
-        sound (the tones have their own tests)."""
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("VOICE_AGENT_", "OPENROUTER_", "OPENAI_"))}  # fmt: skip
-        env.update(PULSE_SOURCE=source, PULSE_SINK=sink, PYTHONUNBUFFERED="1")
+        sound (the tones have their own tests). ``env`` adds to the agent's environment."""
+        full = {k: v for k, v in os.environ.items()
+                if not k.startswith(("VOICE_AGENT_", "OPENROUTER_", "OPENAI_"))}  # fmt: skip
+        full.update(PULSE_SOURCE=source, PULSE_SINK=sink, PYTHONUNBUFFERED="1")
         if not cues:
-            env["VOICE_AGENT_AUDIO_CUES"] = "false"
+            full["VOICE_AGENT_AUDIO_CUES"] = "false"
+        full.update(env or {})
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "voice_agent", *(["--debug"] if AGENT_LOG else []), *args],
-            env=env, text=True,
+            env=full, text=True,
             stdin=subprocess.PIPE if stdin else subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )  # fmt: skip
@@ -207,6 +214,10 @@ class AgentProcess:
             time.sleep(0.05)
         raise AssertionError(f"no line matching {pattern!r}; stdout={self.lines} "
                              f"stderr={self.errors}")  # fmt: skip
+
+    def count(self, pattern: str) -> int:
+        """How many lines printed so far match ``pattern``."""
+        return sum(bool(re.search(pattern, line)) for line in self.lines)
 
     def type_line(self, text: str = "") -> None:
         assert self.proc.stdin is not None

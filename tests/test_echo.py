@@ -212,7 +212,7 @@ def test_twenty_replies_of_5_to_20_s_never_interrupt_themselves(
     the room after its last sample never start a turn or stop a reply."""
     replies = [reply_of(5 + 15 * i / 19) for i in range(20)]
     names = ["cards_001.wav", "cards_002.wav", "cards_003.wav"]
-    with ScriptedLLM(*(Stream(r) for r in replies)) as server:
+    with ScriptedLLM(*(Stream(r) for r in replies), by_turn=True) as server:
         agent = start(server, tmp_path, speakers)
         try:
             for n in range(1, 21):
@@ -224,13 +224,17 @@ def test_twenty_replies_of_5_to_20_s_never_interrupt_themselves(
         finally:
             agent.kill()
     records = sidecar(tmp_path)
-    assert len(server.requests) == 20 and len(records) == 20
+    # one turn asked per clip (a speculative request re-sent when the user went on is the
+    # same turn), each about the user's words alone: never the agent's own voice
+    assert server.turns_asked() == 20 and len(records) == 20, server.asked()
+    reply_words = set(normalise(" ".join(SENTENCES)).split()) - {"of", "a", "the", "to", "is"}
+    for asked in server.asked():
+        assert len(asked.split()) <= 5 and not set(normalise(asked).split()) & reply_words
     assert [r["interrupted"] for r in records] == [False] * 20
     [md] = transcript_files(tmp_path / "t")
     turns = read(md).turns
     assert [t.role for t in turns] == ["USER", "ASSISTANT"] * 20
     assert [t.text for t in turns[1::2]] == replies  # every reply whole
-    reply_words = set(normalise(" ".join(SENTENCES)).split()) - {"of", "a", "the", "to", "is"}
     for user in turns[0::2]:  # "four queen of clubs", never the agent's words
         assert len(user.text.split()) <= 5 and not set(normalise(user.text).split()) & reply_words
 

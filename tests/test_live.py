@@ -94,18 +94,21 @@ def sidecar(tmp_path: Path) -> list[dict[str, object]]:
     return [json.loads(line) for line in files[0].read_text().splitlines() if line]
 
 
-def test_clips_in_the_room_reach_the_llm_as_well_as_transcribing_the_files(
+def test_clips_in_the_room_reach_the_llm_whole_and_as_well_as_transcribing_the_files(
     tmp_path: Path, sinks: list[Sink]
 ) -> None:
-    """Endpointing clips nothing: corpus WER within 2 points of transcribing the files."""
+    """Endpointing clips nothing: every voiced quarter second of each clip is in the audio the
+    agent transcribed for its turn, and corpus WER stays near that of transcribing the files."""
     # the 53 s sonnet reading pauses for longer than the hangover between verses, so it is many
     # turns, and replies would overlap the reading; every other clip is one spoken turn
     chosen = [c for c in clips() if c.seconds < 20]
     user, speaker = sink(sinks, "user"), sink(sinks, "agent")
     # a model that takes a second to answer, as real ones do: a speaker who pauses longer than
-    # the hangover (JFK does, twice) goes on before the reply starts, and it is one turn
+    # the hangover (JFK does, twice) goes on before the reply starts, and it is one turn.
+    # A headset (two sinks): no echo to cancel, so the canceller is off, as the README advises
     with ScriptedLLM(Stream("Okay.", first_token_delay_s=3.0)) as server:
-        agent = start_agent(server, tmp_path, user, speaker)  # headset: two sinks
+        agent = start_agent(server, tmp_path, user, speaker, "--echo-cancellation", "off",
+                            "--save-audio")  # fmt: skip
         try:
             for n, c in enumerate(chosen, start=1):
                 play(user, as_wav(c.path, tmp_path))
@@ -115,16 +118,32 @@ def test_clips_in_the_room_reach_the_llm_as_well_as_transcribing_the_files(
         finally:
             agent.kill()
     heard = server.user_messages()
+    assert len(heard) == len(chosen)
+    folder = next((tmp_path / "t").rglob("*.jsonl")).parent
+    for c, turn in zip(chosen, sidecar(tmp_path), strict=True):
+        files = turn["audio_files"]
+        assert isinstance(files, dict)
+        transcribed = read_file(folder / str(files["user"])).samples
+        said = read_file(c.path).samples
+        # speech, not the pauses between phrases (the agent shortens a long one when it joins
+        # the phrases, and JFK's recording hisses at an RMS of 300): within 20 dB of the
+        # clip's loudest quarter second
+        loudest = float(_rms(said, SPEECH_RATE_HZ // 4).max())
+        assert _found(transcribed, said, min_rms=loudest / 10) == 1.0, c.path.name
     stt = WhisperStt(SttConfig())
     direct = [stt.transcribe(read_file(c.path)).text for c in chosen]
     refs = " ".join(c.transcript for c in chosen)
     room_wer, direct_wer = wer([refs], [" ".join(heard)]), wer([refs], [" ".join(direct)])
     print(f"room WER {room_wer:.2%} vs direct {direct_wer:.2%} over {len(chosen)} clips")
-    differing = [
-        (d, h) for d, h in zip(direct, heard, strict=False) if normalise(d) != normalise(h)
-    ]
-    assert room_wer <= direct_wer + 0.02, differing
-    assert len(heard) == len(chosen)
+    for d, h in zip(direct, heard, strict=True):
+        if normalise(d) != normalise(h):
+            print(f"file: {d}\nroom: {h}")  # shown whole on failure, unlike the assertion
+    # tiny.en turns a few borderline words ("clubs", "cotton") whenever the audio is touched
+    # at all: the files through the canceller's 80 Hz high-pass filter alone go from 4.9 % to
+    # 6.0 %, and the room (resampled twice by PulseAudio) measured 6.0-7.1 %; 267 words, so a
+    # point is under three words. Clipping is what the check above is for; this one catches
+    # turns split, merged or garbled.
+    assert room_wer <= direct_wer + 0.03
 
 
 def test_reply_is_heard_in_the_room(tmp_path: Path, sinks: list[Sink]) -> None:
@@ -215,7 +234,10 @@ def test_agent_hears_its_own_reply_and_never_answers_it(tmp_path: Path, sinks: l
             assert agent.interrupt() == 0
         finally:
             agent.kill()
-    assert len(server.requests) == len(names)
+    # one turn asked per clip (a speculative request re-sent when the user went on is the
+    # same turn), never about the agent's own reply
+    assert server.turns_asked() == len(names), server.asked()
+    assert all(normalise(reply) not in normalise(asked) for asked in server.asked())
     [md] = transcript_files(tmp_path / "t")
     turns = read(md).turns
     assert [t.role for t in turns] == ["USER", "ASSISTANT"] * len(names)
@@ -246,17 +268,20 @@ def test_a_minute_of_silence_or_steady_noise_gives_no_turn(
     assert transcript_files(tmp_path) == []
 
 
-def _rms(samples: np.ndarray) -> np.ndarray:
-    frames = samples[: len(samples) // 160 * 160].astype(np.float64).reshape(-1, 160)
+def _rms(samples: np.ndarray, frame: int = 160) -> np.ndarray:
+    frames = samples[: len(samples) // frame * frame].astype(np.float64).reshape(-1, frame)
     return np.sqrt((frames**2).mean(axis=1))
 
 
-def _found(recording: np.ndarray, clip_samples: np.ndarray, window_s: float = 0.25) -> float:
-    """The share of the clip's voiced quarter seconds that appear in the recording: normalised
-    cross-correlation of at least 0.8 at the best offset, so a glitch only loses its window."""
+def _found(
+    recording: np.ndarray, clip_samples: np.ndarray, window_s: float = 0.25, min_rms: float = 300
+) -> float:
+    """The share of the clip's voiced quarter seconds (RMS above ``min_rms``) that appear in
+    the recording: normalised cross-correlation of at least 0.8 at the best offset, so a
+    glitch only loses its window."""
     w = int(window_s * SPEECH_RATE_HZ)
     windows = [clip_samples[i : i + w] for i in range(0, len(clip_samples) - w + 1, w)]
-    voiced = [x for x in windows if np.sqrt(np.mean(x.astype(np.float64) ** 2)) > 300]
+    voiced = [x for x in windows if np.sqrt(np.mean(x.astype(np.float64) ** 2)) > min_rms]
     rec = recording.astype(np.float64)
     energy = np.concatenate([[0.0], np.cumsum(rec**2)])
     local = np.sqrt(np.maximum(energy[w:] - energy[:-w], 1e-9))  # ||rec[k:k+w]|| for each k
@@ -371,6 +396,38 @@ def test_microphone_that_stops_delivering_is_reopened_and_the_session_goes_on(
         finally:
             agent.kill()
     assert "chiefly induced" in server.user_messages()[0].lower()
+
+
+def test_speaker_that_stops_mid_reply_is_reopened_and_the_reply_plays_on(
+    tmp_path: Path, sinks: list[Sink]
+) -> None:
+    """A USB speaker unplugged and plugged back in: the reply waits for it and goes on; the
+    transcript keeps it whole, and the conversation continues."""
+    user, speaker = sink(sinks, "user"), sink(sinks, "agent")
+    with ScriptedLLM(Stream(LONG_REPLY), Stream("Okay.")) as server:
+        agent = start_agent(server, tmp_path, user, speaker)
+        try:
+            rec = Recorder(speaker)
+            play(user, as_wav(clip("arctic_a0024.wav").path, tmp_path))
+            wait_until(lambda: np.abs(rec.so_far()).max(initial=0) > 3000, 30, "the reply")
+            time.sleep(2.0)
+            subprocess.run(["pactl", "suspend-sink", speaker.name, "1"], check=True)
+            agent.wait_for(r"speaker .* stopped; reopening", timeout=20)
+            time.sleep(2.0)
+            subprocess.run(["pactl", "suspend-sink", speaker.name, "0"], check=True)
+            agent.wait_for(r"speaker .* is back", timeout=40)
+            wait_until(lambda: len(sidecar(tmp_path)) >= 1, 60, "the rest of the reply")
+            time.sleep(1.0)
+            say(user, "2830-3980-0043.wav", tmp_path, 2, "a turn after")
+            heard = rec.stop()
+            assert agent.interrupt() == 0
+        finally:
+            agent.kill()
+    turns = read(transcript_files(tmp_path / "t")[0]).turns
+    assert [t.role for t in turns] == ["USER", "ASSISTANT", "USER", "ASSISTANT"]
+    assert turns[1].text == LONG_REPLY  # played in full: not cut, not [interrupted]
+    text = WhisperStt(SttConfig()).transcribe(Audio(heard, SPEECH_RATE_HZ)).text
+    assert wer([LONG_REPLY + " Okay."], [text]) <= 0.2, text
 
 
 def test_saying_goodbye_ends_the_session(tmp_path: Path, sinks: list[Sink]) -> None:

@@ -11,7 +11,14 @@ from conftest import clip, clips, normalise, wer
 from voice_agent.audio import Audio, from_float, read_file, silence
 from voice_agent.config import SttConfig
 from voice_agent.errors import ModelError
-from voice_agent.stt import WhisperStt, has_words, repeats_in_a_row, resolve_model, token_budget
+from voice_agent.stt import (
+    WhisperStt,
+    has_words,
+    repeats_in_a_row,
+    resolve_model,
+    token_budget,
+    too_few_words,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -95,3 +102,33 @@ def test_the_token_budget_never_cuts_real_speech_short(stt: WhisperStt) -> None:
     for c in clips():
         needed = len(tokenizer.encode(" " + c.transcript))
         assert needed <= 0.75 * token_budget(c.seconds), (c.path.name, needed, c.seconds)
+
+
+@pytest.mark.parametrize("trim", [0, 160, 256])
+def test_a_recording_longer_than_whisper_s_window_keeps_every_window_s_words(
+    stt: WhisperStt, trim: int
+) -> None:
+    """10 or 16 ms off its start (as much as the file path's speech check trims), the 53 s
+    sonnet came out as "1." for its whole first 30 s window, and half the poem was lost."""
+    c = clip("shakespeare_sonnet_001.mp3")
+    sonnet = read_file(c.path)
+    heard = stt.transcribe(Audio(sonnet.samples[trim:], sonnet.rate_hz)).text
+    assert "fairest creatures" in normalise(heard)
+    assert wer([c.transcript], [heard]) < 0.3, heard
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds", "truncated"),
+    [
+        ("1.", 25.0, True),  # a window the model ended after its first word
+        ("Hello there.", 20.0, True),
+        ("ask not what your country can do for you", 11.0, False),
+        ("seven of clubs", 1.5, False),  # short turns are short
+        ("yes", 5.0, False),  # a word after a hesitation
+        ("", 0.5, False),
+    ],
+)
+def test_a_transcript_far_too_short_for_its_audio_is_told(
+    text: str, seconds: float, truncated: bool
+) -> None:
+    assert too_few_words(text, seconds) is truncated

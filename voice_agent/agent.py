@@ -165,6 +165,11 @@ class Agent:
                 self.out.enqueue(cue, CUE)
             wait = THINKING_CUE_EVERY_S
 
+    def cue(self, tone: Callable[[int], Audio]) -> None:
+        """Play a cue (cues.py) if cues are on: at the speaker's rate, never part of a reply."""
+        if self.cues and self.out is not None:
+            self.out.enqueue(tone(self._out_rate()), CUE)
+
     def _out_rate(self) -> int:
         return int(getattr(self.out, "rate_hz", SPEECH_RATE_HZ))
 

@@ -38,6 +38,7 @@ GLOBAL_FLAGS: dict[str, str | None] = {
     "barge_in": "audio.barge_in",
     "echo_cancellation": "audio.echo_cancellation",
     "save_audio": "transcripts.save_audio",
+    "wake_word": "wake.word",
     "debug": None,
     "verbose": None,
 }
@@ -64,6 +65,9 @@ def _global_options() -> argparse.ArgumentParser:
         choices=("auto", "on", "off"),
         help="take the agent's own voice out of the microphone (default auto: when speaking)",
     )
+    g.add_argument("--wake-word", metavar="NAME",
+                   help="live: asleep until this is said (okay_nabu, hey_jarvis, hey_mycroft, "
+                        "alexa); '' = always listening")  # fmt: skip
     g.add_argument(
         "--save-audio",
         action="store_true",
@@ -298,7 +302,7 @@ def _dispatch(opts: dict[str, Any], config: Config) -> int:
     if command == "devices":
         from voice_agent.devices import describe
 
-        print(inert(describe()))
+        print(inert(describe(config.audio.input_device, config.audio.output_device)))
         return 0
     inputs: list[Path] = opts.get("input", [])
     if inputs:

@@ -138,6 +138,16 @@ class ReplyConfig:
     first_fragment_chars: int = 20  # the first fragment may end at a comma once this long
     rejoin_ms: int = 1000  # going on this soon after the reply starts joins the turn
     end_phrases: str = "goodbye"  # comma-separated phrases that end the session when said
+    sleep_phrases: str = "that's all, go to sleep"  # with a wake word: back to sleep when said
+
+
+@dataclass(frozen=True)
+class WakeConfig:
+    """Live mode: asleep until a wake word, as a voice assistant in a room."""
+
+    word: str = ""  # "" = always listening; okay_nabu, hey_jarvis, hey_mycroft, alexa, or a .json
+    timeout_s: float = 30.0  # seconds without speech or a reply after which it sleeps again
+    threshold: float = 0.0  # 0..1 detection probability; 0 = the model's own
 
 
 @dataclass(frozen=True)
@@ -156,6 +166,7 @@ class Config:
     vad: VadConfig = field(default_factory=VadConfig)
     audio: AudioConfig = field(default_factory=AudioConfig)
     reply: ReplyConfig = field(default_factory=ReplyConfig)
+    wake: WakeConfig = field(default_factory=WakeConfig)
     transcripts: TranscriptConfig = field(default_factory=TranscriptConfig)
 
     @property
@@ -172,6 +183,7 @@ SECTIONS: dict[str, type[Any]] = {
     "vad": VadConfig,
     "audio": AudioConfig,
     "reply": ReplyConfig,
+    "wake": WakeConfig,
     "transcripts": TranscriptConfig,
 }
 

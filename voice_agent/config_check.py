@@ -52,6 +52,8 @@ RANGES: dict[str, tuple[float, float]] = {
     "reply.speculative_lead_ms": (0, 10_000),
     "reply.first_fragment_chars": (1, 10_000),
     "reply.rejoin_ms": (0, 60_000),
+    "wake.timeout_s": (1.0, 86400.0),
+    "wake.threshold": (0.0, 1.0),
 }
 # Numbers that only take some values within their range.
 CHOICES: dict[str, tuple[int, ...]] = {"vad.frame_ms": (10, 20, 30)}

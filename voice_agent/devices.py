@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import socket
+from pathlib import Path
 from typing import Any
 
+from voice_agent.audio import SPEECH_RATE_HZ
 from voice_agent.errors import DeviceError
 
 # PortAudio error codes (portaudio.h) that users meet, with what to do about each.
@@ -68,11 +72,44 @@ def open_error(exc: Exception, kind: str, name: str) -> DeviceError:
     return DeviceError(f"the {what} {name!r} {hint or f'cannot be opened: {exc}'}")
 
 
-def describe() -> str:
-    """A table of input and output devices for ``voice-agent devices``."""
+RATES_HZ = (8000, 16000, 22050, 44100, 48000)  # what speech hardware commonly offers
+
+
+def takes(sd: Any, index: int, kind: str, rate: int, channels: int) -> bool:
+    """Whether the device opens for ``kind`` at this rate and channel count, 16-bit."""
+    check = sd.check_input_settings if kind == "input" else sd.check_output_settings
+    try:
+        check(device=index, samplerate=rate, channels=channels, dtype="int16")
+    except (ValueError, sd.PortAudioError):
+        return False
+    return True
+
+
+def capture_rate(sd: Any, index: int, info: dict[str, Any]) -> int:
+    """The rate the microphone is opened at: 16 kHz where the device takes it (no resampling),
+    otherwise its own default rate, resampled to 16 kHz by the agent."""
+    if takes(sd, index, "input", SPEECH_RATE_HZ, 1):
+        return SPEECH_RATE_HZ
+    return int(info["default_samplerate"])
+
+
+def channels_for(sd: Any, index: int, rate: int, kind: str, most: int) -> int:
+    """1 where the device takes mono; 2 where it does not (USB and HDMI hardware is often
+    stereo only): the agent then mixes the microphone's two channels down, and plays the
+    same samples on both speakers."""
+    return 1 if takes(sd, index, kind, rate, 1) or most < 2 else 2
+
+
+def describe(input_spec: str = "", output_spec: str = "") -> str:
+    """``voice-agent devices``: the sound system, each device with the rates it accepts (mono
+    16-bit, as the agent opens it), and the two the agent would use."""
     sd = import_sounddevice()
     devices = list(sd.query_devices())
-    lines = []
+    apis = [str(a["name"]) for a in sd.query_hostapis() if a["devices"]]
+    lines = [f"Sound system: {sound_server()}; PortAudio host API {', '.join(apis) or 'none'}"]
+    cards = alsa_cards()
+    if cards:
+        lines.append("ALSA cards: " + "; ".join(cards))
     for kind in ("input", "output"):
         try:
             default = int(sd.query_devices(kind=kind)["index"])
@@ -82,11 +119,74 @@ def describe() -> str:
         rows = [d for d in devices if d[f"max_{kind}_channels"] > 0]
         for d in rows:
             mark = "*" if d["index"] == default else " "
-            lines.append(
-                f" {mark}{d['index']:>3}  {d['name']}  ({d[f'max_{kind}_channels']} ch, "
-                f"{int(d['default_samplerate'])} Hz)"
-            )
+            lines.append(f" {mark}{d['index']:>3}  {d['name']}  ({accepts(sd, d, kind)})")
         if not rows:
             lines.append("    (none)")
     lines.append("* = default. Choose with --input-device / --output-device INDEX or NAME.")
+    lines.append(would_use(sd, input_spec, output_spec))
     return "\n".join(lines)
+
+
+def accepts(sd: Any, device: dict[str, Any], kind: str) -> str:
+    """ "mono at 16000, 44100, 48000 Hz", "stereo only, 48000 Hz", "busy"...: what opening it
+    as the agent does would meet."""
+    index, most = int(device["index"]), int(device[f"max_{kind}_channels"])
+    for channels, shape in ((1, "mono"), (2, "stereo only")):
+        if channels > most:
+            break
+        rates = [str(rate) for rate in RATES_HZ if takes(sd, index, kind, rate, channels)]
+        if rates:
+            return f"{shape} at {', '.join(rates)} Hz; up to {most} ch"
+    return f"opens at none of {', '.join(map(str, RATES_HZ))} Hz (busy, or not a {kind})"
+
+
+def would_use(sd: Any, input_spec: str, output_spec: str) -> str:
+    """Which microphone and speaker the agent would open with these settings, and how."""
+    parts = []
+    for kind, spec, what in (("input", input_spec, "microphone"),
+                             ("output", output_spec, "speaker")):  # fmt: skip
+        try:
+            index, info = find_device(sd, spec, kind)
+        except DeviceError as exc:
+            parts.append(f"{what}: none ({exc})")
+            continue
+        rate = capture_rate(sd, index, info) if kind == "input" else int(info["default_samplerate"])
+        how = "" if kind == "output" or rate == SPEECH_RATE_HZ else ", resampled to 16000 Hz"
+        parts.append(f"{what} {index} {info['name']!r} at {rate} Hz{how}")
+    return "The agent would use: " + "; ".join(parts) + "."
+
+
+def sound_server() -> str:
+    """PulseAudio or PipeWire, if one answers where clients look for it; else ALSA alone."""
+    server = os.environ.get("PULSE_SERVER", "")
+    runtime = os.environ.get("XDG_RUNTIME_DIR", f"/run/user/{os.getuid()}")
+    if server:
+        candidates = [server.removeprefix("unix:")]
+    else:  # without XDG_RUNTIME_DIR (root, a service) PulseAudio links its folder from here
+        home = Path.home() / ".config" / "pulse"
+        candidates = [f"{runtime}/pulse/native", *map(str, home.glob("*-runtime/native"))]
+    candidates.append(f"{runtime}/pipewire-0")
+    for path in candidates:
+        if path and _answers(path):
+            return f"a sound server at {path} (PulseAudio or PipeWire)"
+    return "no sound server answering: ALSA devices directly"
+
+
+def _answers(path: str) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        try:
+            sock.connect(path)
+        except OSError:
+            return False
+    return True
+
+
+def alsa_cards() -> list[str]:
+    """The kernel's sound cards, as /proc/asound/cards names them ("1 [Device]: USB-Audio -
+    USB Audio Device"); none in a container or without a card."""
+    try:
+        text = Path("/proc/asound/cards").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return []
+    return [" ".join(line.split()) for line in text.splitlines() if line[:3].strip().isdigit()]

@@ -14,15 +14,18 @@ feature extractor after the waveform normalisation the model was trained with.
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from voice_agent.audio import SPEECH_RATE_HZ, Audio
 from voice_agent.config import is_bundled
 from voice_agent.errors import ModelError, error_line
+from voice_agent.silero import faster_whisper_file
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -55,7 +58,6 @@ class EndOfTurn:
 
     def __init__(self, path: Path) -> None:
         import onnxruntime as ort
-        from faster_whisper.feature_extractor import FeatureExtractor
 
         options = ort.SessionOptions()
         # one thread: it runs beside Whisper on two cores, and is small enough not to need more
@@ -71,7 +73,7 @@ class EndOfTurn:
             )
         except Exception as exc:  # ONNX Runtime raises its own types for bad files
             raise ModelError(f"cannot load end-of-turn model {path}: {error_line(exc)}") from exc
-        self._features = FeatureExtractor(chunk_length=WINDOW_S)
+        self._features = whisper_features()(chunk_length=WINDOW_S)
 
     def complete(self, audio: Audio) -> float:
         samples = audio.resampled(SPEECH_RATE_HZ).as_float32()
@@ -85,3 +87,19 @@ class EndOfTurn:
         mel = self._features(window, padding=0)[:, : n // 160]
         (out,) = self._session.run(None, {"input_features": mel[np.newaxis].astype(np.float32)})
         return float(np.asarray(out).reshape(-1)[0])
+
+
+def whisper_features() -> Any:
+    """faster-whisper's log-mel ``FeatureExtractor`` (Whisper's features, which Smart Turn was
+    trained on). Its module needs only numpy, but importing it through the package would run
+    faster-whisper's ``__init__`` (CTranslate2, PyAV: about 25 MB) even when speech is
+    transcribed on a server; so the file is loaded on its own unless the package is loaded."""
+    loaded = sys.modules.get("faster_whisper.feature_extractor")
+    if loaded is None:
+        path = faster_whisper_file("feature_extractor.py")
+        spec = importlib.util.spec_from_file_location("voice_agent._whisper_features", path)
+        if spec is None or spec.loader is None:
+            raise ModelError(f"cannot load {path}: reinstall faster-whisper")
+        loaded = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(loaded)
+    return loaded.FeatureExtractor

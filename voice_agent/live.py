@@ -18,6 +18,7 @@ import time
 from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
 
+from voice_agent import cues
 from voice_agent.agent import Agent
 from voice_agent.audio import SPEECH_RATE_HZ, concat
 from voice_agent.config import Config
@@ -31,6 +32,7 @@ from voice_agent.speaker import Speaker
 from voice_agent.stt import Transcription
 from voice_agent.turn_taking import Ask, TurnEvent, TurnTaking
 from voice_agent.vad import Paused, Resumed, Started, Utterance, VoiceDetector
+from voice_agent.wake import Wakefulness, Woken, only_the_wake_word
 
 log = logging.getLogger(__name__)
 # Output that correlates this well with the reply being played is echo, not the user:
@@ -88,6 +90,7 @@ class LiveSession:
         speaker: Speaker,
         push_to_talk: bool = False,
         echo: EchoCanceller | None = None,
+        wake: Wakefulness | None = None,
     ) -> None:
         self.agent = agent
         self.config = config
@@ -96,12 +99,13 @@ class LiveSession:
         self.speaker = speaker
         self.push_to_talk = push_to_talk
         self.echo = echo
+        self.wake = wake  # None: always listening
         setting = config.audio.barge_in
         self.barge_in = setting == "on" or (setting == "auto" and echo is not None)
         if self.barge_in:
             agent.rejoin_s = config.reply.rejoin_ms / 1000
         agent.cues = config.audio.cues
-        self.turns = TurnTaking(config.vad, config.reply)
+        self.turns = TurnTaking(config.vad, config.reply, sleeps=wake is not None)
         self.vad = VoiceDetector(config.vad.aggressiveness, config.vad.floor_dbfs)
         self.stop = asyncio.Event()  # the session replaces it with its signal handler's
         self.gate = asyncio.Event()  # set = the user is silent, the agent may speak
@@ -124,6 +128,9 @@ class LiveSession:
         listening = push_to_talk(self) if self.push_to_talk else self._listen()
         listener = asyncio.create_task(listening)
         self.display.status("listening")
+        if self.wake is not None:
+            self.display.note(f"({self._asleep_until()})")
+            self.display.status("asleep")
         stopper = asyncio.create_task(self.stop.wait())
         done, _ = await asyncio.wait({listener, stopper}, return_when=asyncio.FIRST_COMPLETED)
         stopper.cancel()
@@ -142,14 +149,24 @@ class LiveSession:
     async def frames(self) -> AsyncIterator[Frame]:
         """The microphone's frames, with the agent's own voice taken out when it can be."""
         async for frame in self.mic.frames():
-            if self.echo is not None:
+            if self.echo is not None and self._resting(frame):
+                self.echo.rest()
+            elif self.echo is not None:
                 frame = Frame(self.echo.clean(frame.samples), frame.captured_at)
             yield frame
 
-    def _on_frame(self, frame: Frame) -> None:
+    def _resting(self, frame: Frame) -> bool:
+        """Asleep with nothing sounding: the wake word model needs no echo cancelled, and
+        sleep is when CPU matters (a Raspberry Pi waiting all day)."""
+        return self.wake is not None and self.wake.asleep and not self._own_voice(frame)
+
+    def _own_voice(self, frame: Frame) -> bool:
+        """The room may still hold the agent's sound (``echo_tail_ms`` after it stopped)."""
         tail = self.config.audio.echo_tail_ms / 1000
-        own_voice = frame.captured_at < self.speaker.audible_until() + tail
-        if own_voice and not self.barge_in:
+        return frame.captured_at < self.speaker.audible_until() + tail
+
+    def _on_frame(self, frame: Frame) -> None:
+        if self._own_voice(frame) and not self.barge_in:
             if not self._deaf:
                 self._deaf = True
                 self.turns.reset()  # nothing heard before or during playback carries over
@@ -157,6 +174,16 @@ class LiveSession:
             return
         self._deaf = False
         voiced = self.vad.is_speech(frame.samples)
+        if self.wake is not None and self.wake.asleep:
+            woken = self.wake.listen(frame, voiced)
+            if woken is not None:
+                self._on_wake(woken)
+            return
+        self._hear(frame, voiced)
+        if self.wake is not None and not self.wake.still_awake(frame.captured_at, self._busy()):
+            self.fall_asleep(f"{self.wake.timeout_s:g} s of silence")
+
+    def _hear(self, frame: Frame, voiced: bool) -> None:
         for event in self.turns.feed(frame.samples, voiced):
             self._on_event(event, frame)
         if self._doubted and not self.turns.maybe_speech:
@@ -175,6 +202,42 @@ class LiveSession:
                 self._doubted = 1  # a leak that comes back is doubted afresh
                 self.speaker.resume()
         self._update_gate()
+
+    def _on_wake(self, woken: Woken) -> None:
+        """The wake word: listen from its end on (a request said in the same breath is the
+        turn); the "listening" tone unless the user is already going on."""
+        assert self.wake is not None
+        self.display.note(f"(heard \u201c{self.wake.word.phrase}\u201d: listening)")
+        self.display.status("listening")
+        for heard in woken.after:
+            self._hear(heard.frame, heard.voiced)
+        going_on = self.turns.endpointer.in_speech  # not a voiced frame or two of echo
+        log.debug("%d ms after the wake word handed over; %s", 20 * len(woken.after),
+                  "the user goes on" if going_on else "listening tone")  # fmt: skip
+        if not going_on:
+            self.agent.cue(cues.wake)
+
+    def _busy(self) -> bool:
+        """The conversation is going on: the user speaking or undecided, a reply in flight or
+        sounding."""
+        pending = self._pending
+        return (self.turns.maybe_speech or self._undecided > 0 or self.speaker.playing
+                or (pending is not None and not pending.task.done()))  # fmt: skip
+
+    def fall_asleep(self, why: str) -> None:
+        """Back to the wake word alone: nothing more is transcribed until it is said."""
+        assert self.wake is not None
+        self.wake.sleep()
+        self.turns.reset()
+        self._cancel_early()
+        self.gate.set()
+        self.agent.cue(cues.sleep)
+        self.display.note(f"({why}: {self._asleep_until()})")
+        self.display.status("asleep")
+
+    def _asleep_until(self) -> str:
+        assert self.wake is not None
+        return f"asleep until you say \u201c{self.wake.word.phrase}\u201d"
 
     def _on_event(self, event: TurnEvent, frame: Frame) -> None:
         if self._doubted and isinstance(event, (Paused, Ask)):
@@ -361,6 +424,9 @@ class LiveSession:
             if not heard.text:
                 log.info("no words in %.1f s of audio", u.audio.seconds)
                 return
+            if self.wake is not None and only_the_wake_word(heard.text, self.wake.word.phrase):
+                log.info("only the wake word (%r): not a turn", heard.text)
+                return
             text, audio = heard.text, u.audio
             merged = pending is not None and not pending.turn.committed
             if pending is not None and merged and pending.turn.audio is not None:
@@ -383,6 +449,10 @@ class LiveSession:
                 self.agent.commit(turn)
                 self.display.note("(goodbye: session ended)")
                 self.stop.set()
+                return
+            if self.wake is not None and self.turns.is_sleep_phrase(text):
+                self.agent.commit(turn)
+                self.fall_asleep("that was all")
                 return
             self.display.status("thinking")
             self._reply(turn)

@@ -18,7 +18,13 @@ import numpy as np
 import soxr
 
 from voice_agent.audio import SPEECH_RATE_HZ, Pcm
-from voice_agent.devices import find_device, import_sounddevice, open_error
+from voice_agent.devices import (
+    capture_rate,
+    channels_for,
+    find_device,
+    import_sounddevice,
+    open_error,
+)
 from voice_agent.errors import DeviceError
 
 log = logging.getLogger(__name__)
@@ -58,12 +64,8 @@ class Microphone:
         sd = self._sd
         index, info = find_device(sd, self.device_spec, "input")
         self.name = str(info["name"])
-        rate = SPEECH_RATE_HZ
-        try:
-            sd.check_input_settings(device=index, samplerate=rate, channels=1, dtype="int16")
-        except (ValueError, sd.PortAudioError):
-            rate = int(info["default_samplerate"])
-        self.rate_hz = rate
+        rate = self.rate_hz = capture_rate(sd, index, info)
+        channels = channels_for(sd, index, rate, "input", int(info["max_input_channels"]))
         resampler = (
             None
             if rate == SPEECH_RATE_HZ
@@ -71,14 +73,17 @@ class Microphone:
         )
 
         def callback(indata: Any, frames: int, time_info: Any, status: Any) -> None:
-            data = indata[:, 0].copy()
+            if channels == 1:
+                data = indata[:, 0].copy()
+            else:  # a stereo-only microphone: both channels, in case the voice is on one
+                data = indata.mean(axis=1).round().astype(np.int16)
             if resampler is not None:
                 data = resampler.resample_chunk(data)
             loop.call_soon_threadsafe(queue.put_nowait, data)
 
         try:
             self._stream = sd.InputStream(
-                samplerate=rate, channels=1, dtype="int16", device=index,
+                samplerate=rate, channels=channels, dtype="int16", device=index,
                 blocksize=rate * BLOCK_MS // 1000, callback=callback, latency="low",
             )  # fmt: skip
             self._stream.start()

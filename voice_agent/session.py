@@ -35,6 +35,7 @@ from voice_agent.stt import SpeechToText, WhisperStt
 from voice_agent.transcript import TranscriptWriter
 from voice_agent.tts import PiperTts, TextToSpeech
 from voice_agent.vad import SpeechConfirmer
+from voice_agent.wake import Wakefulness, WakeWord
 from voice_agent.wyoming_speech import WyomingStt, WyomingTts
 
 if TYPE_CHECKING:
@@ -329,6 +330,15 @@ async def _until(coro: Awaitable[T], stop: asyncio.Event) -> T | None:
     return None
 
 
+def _wakefulness(config: Config, push_to_talk: bool, display: Display) -> Wakefulness | None:
+    if not config.wake.word:
+        return None
+    if push_to_talk:
+        display.note("(push-to-talk: Enter starts each turn, the wake word is not used)")
+        return None
+    return Wakefulness(WakeWord(config.wake.word, config.wake.threshold), config.wake.timeout_s)
+
+
 def echo_canceller(
     config: Config, display: Display, mic: Microphone, speaker: Speaker
 ) -> EchoCanceller | None:
@@ -351,6 +361,7 @@ async def run_live(config: Config, push_to_talk: bool, resume: Entry | None = No
 
     launched = time.perf_counter()
     display = Display()
+    wake = _wakefulness(config, push_to_talk, display)  # before minutes of loading: a bad name
     async with contextlib.AsyncExitStack() as stack:
         mic = Microphone(config.audio.input_device, config.vad.frame_ms, display.note)
         mic.start()
@@ -359,11 +370,12 @@ async def run_live(config: Config, push_to_talk: bool, resume: Entry | None = No
         agent = await build_agent(config, display, needs, stack, resume)
         assert isinstance(agent.out, Speaker)
         echo = echo_canceller(config, display, mic, agent.out)
-        session = LiveSession(agent, config, display, mic, agent.out, push_to_talk, echo)
+        session = LiveSession(agent, config, display, mic, agent.out, push_to_talk, echo, wake)
+        awake = f"wake word \u201c{wake.word.phrase}\u201d" if wake else "always listening"
         display.note(
             f"(microphone: {mic.name} at {mic.rate_hz} Hz; speaker: {agent.out.name}; "
             f"echo cancellation {'on' if echo else 'off'}; "
-            f"barge-in {'on' if session.barge_in else 'off'}; "
+            f"barge-in {'on' if session.barge_in else 'off'}; {awake}; "
             f"ready in {time.perf_counter() - launched:.1f} s)"
         )
         session.stop = _stop_on_signals()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import math
 import threading
@@ -20,7 +21,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from voice_agent.audio import SPEECH_RATE_HZ, Audio, Pcm, concat
-from voice_agent.devices import find_device, import_sounddevice, open_error
+from voice_agent.devices import channels_for, find_device, import_sounddevice, open_error
+from voice_agent.errors import DeviceError
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +38,11 @@ class AudioOut(Protocol):
     async def drained(self) -> None: ...
 
 
+# No callback for this long means the device is gone. They come every 40 ms, but through
+# PulseAudio a new stream's come in bursts with gaps of up to 1.5 s (measured) while its
+# buffer fills.
+STALL_S = 5.0
+MAX_BACKOFF_S = 10.0
 CUE = -1  # the tag of a cue (cues.py): not part of any reply, never counted as its sound
 
 
@@ -57,7 +64,7 @@ class Speaker:
     def __init__(
         self,
         device: str = "",
-        blocksize_ms: int = 40,
+        blocksize_ms: int = 20,
         on_note: Callable[[str], None] | None = None,
     ) -> None:
         sd = import_sounddevice()
@@ -84,20 +91,72 @@ class Speaker:
         # thread: the echo canceller's far end. Must be quick and must not block.
         self.far_end: Callable[[Pcm], None] | None = None
         self._reference = ReferenceClock(self.rate_hz)
+        self._sd, self._spec, self._blocksize_ms = sd, device, blocksize_ms
+        self._stream: Any = None
+        self._last_callback = time.monotonic()
+        self._open(index)
+        self._watchdog = self._loop.create_task(self._watch()) if self._loop else None
+
+    def _open(self, index: int) -> None:
+        sd = self._sd
+        most = int(sd.query_devices(index)["max_output_channels"])
+        channels = channels_for(sd, index, self.rate_hz, "output", most)
         try:
             self._stream = sd.OutputStream(
-                samplerate=self.rate_hz, channels=1, dtype="int16", device=index,
-                blocksize=self.rate_hz * blocksize_ms // 1000, callback=self._callback,
+                samplerate=self.rate_hz, channels=channels, dtype="int16", device=index,
+                blocksize=self.rate_hz * self._blocksize_ms // 1000, callback=self._callback,
                 latency="low",
             )  # fmt: skip
             self._stream.start()
         except sd.PortAudioError as exc:
+            self._stream = None
             raise open_error(exc, "output", self.name) from None
         self.latency_s = float(self._stream.latency)
+        self._last_callback = time.monotonic()
 
     def close(self) -> None:
-        self._stream.abort()
-        self._stream.close()
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        self._close_stream()
+
+    def _close_stream(self) -> None:
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            with contextlib.suppress(self._sd.PortAudioError):
+                stream.abort()
+                stream.close()
+
+    async def _watch(self) -> None:
+        """A device that stops asking for audio (a USB speaker unplugged, a sink that went
+        away) is closed and reopened, by the same setting, until it is back; what was queued
+        waits and then plays on. On the event loop, as the microphone's reopening is:
+        PortAudio must not open streams from two threads at once."""
+        backoff = 0.5
+        while True:
+            await asyncio.sleep(STALL_S / 4)
+            if time.monotonic() - self._last_callback <= STALL_S:
+                continue
+            self._tell(f"(speaker {self.name!r} stopped; reopening in {backoff:.1f} s)")
+            while True:
+                self._close_stream()
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_S)
+                try:
+                    index, _ = find_device(self._sd, self._spec, "output")
+                    self._open(index)
+                except DeviceError as exc:
+                    log.info("speaker reopen failed: %s", exc)
+                    continue
+                await asyncio.sleep(STALL_S)
+                if time.monotonic() - self._last_callback <= STALL_S:
+                    break  # it asks for audio again
+            self._tell(f"(speaker {self.name!r} is back)")
+            backoff = 0.5
+
+    def _tell(self, text: str) -> None:
+        log.info("%s", text)
+        if self._note is not None:
+            self._note(text)
 
     def enqueue(self, audio: Audio, tag: int) -> None:
         """Queue audio (resampled here, off the callback thread) after what is playing."""
@@ -182,6 +241,7 @@ class Speaker:
             await asyncio.sleep(0.01)
 
     def _callback(self, outdata: Any, frames: int, time_info: Any, status: Any) -> None:
+        self._last_callback = time.monotonic()
         out = outdata[:, 0]
         filled = 0
         if status.output_underflow:
@@ -210,6 +270,8 @@ class Speaker:
                 self._audible_until = time.monotonic() + self.latency_s + filled / self.rate_hz
                 self._idle.set()
         out[filled:] = 0
+        if outdata.shape[1] > 1:  # a stereo-only device: the same on both sides
+            outdata[:, 1:] = outdata[:, :1]
         if reference is not None and self.far_end is not None:
             reference.played(None, 0, frames - filled)
             self.far_end(reference.take())

@@ -104,17 +104,44 @@ class WhisperStt:
         started = time.perf_counter()
         samples = audio.resampled(SPEECH_RATE_HZ).as_float32()
         budget = token_budget(audio.seconds)
+        if audio.seconds > WHISPER_WINDOW_S:
+            # Whisper's own long-form decoding: each window ends at the last timestamp it
+            # heard, so a word is not cut at the 30 s mark, and a window where the model stops
+            # early does not take the rest of its 30 s with it
+            heard = self._words(samples, self.config.window_s, budget, timestamps=True)
+        else:
+            heard = self._turn(samples, audio.seconds, budget)
+        elapsed = time.perf_counter() - started
+        return Transcription(heard.text, audio.seconds, elapsed, heard.dropped)
+
+    def _turn(self, samples: npt.NDArray[np.float32], seconds: float, budget: int) -> _Decoded:
+        """Audio within one window: without timestamps, redone when the pass looped or
+        stopped early."""
         heard = self._words(samples, self.config.window_s, budget)
         if self.config.window_s < WHISPER_WINDOW_S and heard.looped:
             # A short window now and then sends a tiny model into a loop ("10 of clubs 10 of
             # clubs 10 of..."); the full window does not.
             log.debug("decoding loop in %r: transcribing with the full window", heard.text)
             heard = self._words(samples, WHISPER_WINDOW_S, budget)
-        elapsed = time.perf_counter() - started
-        return Transcription(heard.text, audio.seconds, elapsed, heard.dropped)
+        if too_few_words(heard.text, seconds):
+            # The model can end a window after its first words: a 53 s sonnet, 10 ms shorter,
+            # came out as "1." for its first 30 s (measured). Decoded again with timestamps,
+            # and the fuller of the two kept.
+            log.debug("%d words in %.1f s: transcribing again with timestamps",
+                      len(words(heard.text)), seconds)  # fmt: skip
+            again = self._words(samples, WHISPER_WINDOW_S, budget, timestamps=True)
+            if len(words(again.text)) > len(words(heard.text)):
+                heard = again
+        return heard
 
-    def _words(self, samples: npt.NDArray[np.float32], window_s: float, budget: int) -> _Decoded:
-        """One greedy pass, at most ``budget`` tokens.
+    def _words(
+        self,
+        samples: npt.NDArray[np.float32],
+        window_s: float,
+        budget: int,
+        timestamps: bool = False,
+    ) -> _Decoded:
+        """One greedy pass, at most ``budget`` tokens per window.
 
         No temperature fallback: on a loop faster-whisper would decode up to five more times
         at rising temperatures, each to the token limit; a two-word turn took 2.7 s that way
@@ -131,7 +158,7 @@ class WhisperStt:
                     condition_on_previous_text=False,
                     # a spoken turn needs no timestamps; without them tiny models depend less
                     # on exactly where the utterance was cut (measured: half the WER spread)
-                    without_timestamps=True,
+                    without_timestamps=not timestamps,
                     no_speech_threshold=self.config.no_speech_threshold,
                     log_prob_threshold=self.config.log_prob_threshold,
                     temperature=0.0,
@@ -181,6 +208,16 @@ def repeats_in_a_row(text: str, times: int = 3) -> bool:
 
 # Whisper's own threshold for "too repetitive" (gzip compression ratio of the text).
 LOOP_COMPRESSION_RATIO = 2.4
+
+
+# Fewer words than this per second of a turn longer than TRUNCATION_MIN_S means the model
+# stopped early: the public clips of 6 s or more run at 2 to 3.5 words a second.
+MIN_WORDS_PER_S = 0.3
+TRUNCATION_MIN_S = 6.0
+
+
+def too_few_words(text: str, seconds: float) -> bool:
+    return seconds >= TRUNCATION_MIN_S and len(words(text)) < MIN_WORDS_PER_S * seconds
 
 
 def token_budget(seconds: float) -> int:

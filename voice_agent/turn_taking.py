@@ -44,7 +44,7 @@ class _Early:
 
 
 class TurnTaking:
-    def __init__(self, vad: VadConfig, reply: ReplyConfig) -> None:
+    def __init__(self, vad: VadConfig, reply: ReplyConfig, sleeps: bool = False) -> None:
         self.endpointer = Endpointer(vad)
         self.frame_ms = vad.frame_ms
         self.unfinished_ms = (
@@ -59,7 +59,10 @@ class TurnTaking:
         # only cancelled
         self._lead_ms = reply.speculative_lead_ms
         self._early_frames = max(1, vad.early_stt_ms // vad.frame_ms)
-        self.end_phrases = [words(p) for p in reply.end_phrases.split(",") if p.strip()]
+        self.end_phrases = phrases(reply.end_phrases)
+        # with a wake word, these end the conversation (not the session); without, they are
+        # ordinary words to answer
+        self.sleep_phrases = phrases(reply.sleep_phrases) if sleeps else []
         self._early: _Early | None = None
 
     @property
@@ -113,7 +116,8 @@ class TurnTaking:
             over = False
         elif over:
             self.endpointer.set_hangover(generation, self.finished_ms)
-        early.may_ask = self.speculate and bool(text) and not self.is_end_phrase(text)
+        early.may_ask = (self.speculate and bool(text) and not self.is_end_phrase(text)
+                         and not self.is_sleep_phrase(text))  # fmt: skip
         if over or self._ask_due():
             return self._ask_if_ready()
         return []
@@ -126,13 +130,22 @@ class TurnTaking:
         return [Ask(early.generation, early.audio, early.text)]
 
     def is_end_phrase(self, text: str) -> bool:
-        """ "goodbye", "ok goodbye", "goodbye then": the phrase, with at most two words before."""
-        said = words(text)
-        return any(
-            said == p or (said[-len(p) :] == p and len(said) <= len(p) + 2)
-            for p in self.end_phrases
-            if p
-        )
+        return says(text, self.end_phrases)
+
+    def is_sleep_phrase(self, text: str) -> bool:
+        return says(text, self.sleep_phrases)
+
+
+def phrases(setting: str) -> list[list[str]]:
+    """A comma-separated phrases setting, as words."""
+    return [words(p) for p in setting.split(",") if words(p)]
+
+
+def says(text: str, phrases: list[list[str]]) -> bool:
+    """ "goodbye", "ok goodbye", "goodbye then": one of the phrases, with at most two words
+    before."""
+    said = words(text)
+    return any(said == p or (said[-len(p) :] == p and len(said) <= len(p) + 2) for p in phrases)
 
 
 CONTINUATIONS = {

@@ -20,15 +20,12 @@ from __future__ import annotations
 import collections
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from voice_agent.audio import SPEECH_RATE_HZ, Audio, Pcm
 from voice_agent.config import VadConfig
-
-if TYPE_CHECKING:
-    from faster_whisper.vad import VadOptions
+from voice_agent.silero import Silero
 
 
 @dataclass(frozen=True)
@@ -207,27 +204,20 @@ class VoiceDetector:
 
 
 class SpeechConfirmer:
-    """Silero VAD (shipped inside faster-whisper, no download) as a second opinion on a whole
-    utterance: webrtcvad answers to any loud, voice-band noise; Silero knows speech."""
+    """Silero VAD as a second opinion on a whole utterance: webrtcvad answers to any loud,
+    voice-band noise; Silero knows speech."""
 
     def __init__(self, threshold: float) -> None:
-        from faster_whisper.vad import VadOptions
-
-        self._options: VadOptions = VadOptions(threshold=threshold, min_speech_duration_ms=150)
+        self._silero = Silero(threshold)
 
     def has_speech(self, audio: Audio) -> bool:
-        from faster_whisper.vad import get_speech_timestamps
-
-        return bool(get_speech_timestamps(audio.as_float32(), self._options))
+        return bool(self._silero.spans(audio.as_float32()))
 
     def speech_only(self, audio: Audio) -> Audio | None:
-        """The stretches of speech (with Silero's 400 ms of padding each side), joined; None
-        when there is none. Whisper invents words in long silence ("you you you" over ten
-        silent minutes), so a recording is heard without it."""
-        from faster_whisper.vad import get_speech_timestamps
-
-        spans = get_speech_timestamps(audio.as_float32(), self._options)
+        """The stretches of speech (with 400 ms of padding each side), joined; None when
+        there is none. Whisper invents words in long silence ("you you you" over ten silent
+        minutes), so a recording is heard without it."""
+        spans = self._silero.spans(audio.as_float32())
         if not spans:
             return None
-        return Audio(np.concatenate([audio.samples[s["start"] : s["end"]] for s in spans]),
-                     audio.rate_hz)  # fmt: skip
+        return Audio(np.concatenate([audio.samples[a:b] for a, b in spans]), audio.rate_hz)
