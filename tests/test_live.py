@@ -273,6 +273,13 @@ def _rms(samples: np.ndarray, frame: int = 160) -> np.ndarray:
     return np.sqrt((frames**2).mean(axis=1))
 
 
+def _voiced_tail(samples: np.ndarray, window_s: float = 0.25, min_rms: float = 300) -> np.ndarray:
+    """The last quarter second of ``samples`` that ``_found`` counts as voiced."""
+    w = int(window_s * SPEECH_RATE_HZ)
+    windows = [samples[i : i + w] for i in range(0, len(samples) - w + 1, w)]
+    return [x for x in windows if np.sqrt(np.mean(x.astype(np.float64) ** 2)) > min_rms][-1]
+
+
 def _found(
     recording: np.ndarray, clip_samples: np.ndarray, window_s: float = 0.25, min_rms: float = 300
 ) -> float:
@@ -511,14 +518,19 @@ def test_saved_audio_is_kept_privately_and_plays_back_in_the_room(
     time.sleep(2.5)  # a fresh recorder of a monitor takes a moment to run in real time
     played = run_cli("--transcripts-dir", str(tmp_path / "t"), "transcripts", "play",
                      "--latest", "1", env={"PULSE_SINK": room.name})  # fmt: skip
-    time.sleep(1.5)  # the recorder runs behind real time: let it catch the last word
+    # the recorder of a monitor can run seconds behind real time under load: wait until it
+    # has caught the reply's last quarter second of speech (or 15 s)
+    kept = {kind: read_file(md.parent / str(name)) for kind, name in files.items()}
+    tail = _voiced_tail(kept["reply"].samples)
+    deadline = time.monotonic() + 15
+    while _found(rec.so_far(), tail) < 1.0 and time.monotonic() < deadline:
+        time.sleep(0.5)
     heard = rec.stop()
     assert played.code == 0, played.stderr
     assert \
         [line.split(" (")[0] for line in played.stdout.splitlines()] == [
             "turn 1: you", "turn 1: assistant"]  # fmt: skip
     # what was kept is what was said and answered (checked on the files, without the room)...
-    kept = {kind: read_file(md.parent / str(name)) for kind, name in files.items()}
     assert _found(read_file(clip("cards_003.wav").path).samples, kept["user"].samples) == 1.0
     # (Piper varies each rendition a little, and tiny.en now and then hears "clobs": one
     # word of the four may be misheard)

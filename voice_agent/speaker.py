@@ -43,6 +43,12 @@ class AudioOut(Protocol):
 # buffer fills.
 STALL_S = 5.0
 MAX_BACKOFF_S = 10.0
+MAX_CLOSE_WAIT_S = 0.5  # at most this long for the device to play out what it holds
+# An underrun this soon after the last one is not a late callback but the device's recovery
+# loop: a freshly opened stream on a sink that was suspended can report an underrun every
+# 1-2 ms for up to a second, and what is handed over then is dropped (measured: a 3.2 s
+# replay went through in 0.7 s and only its first 0.2 s sounded). Silence then; the queue waits.
+RUNAWAY_S = 0.005
 CUE = -1  # the tag of a cue (cues.py): not part of any reply, never counted as its sound
 
 
@@ -94,6 +100,7 @@ class Speaker:
         self._sd, self._spec, self._blocksize_ms = sd, device, blocksize_ms
         self._stream: Any = None
         self._last_callback = time.monotonic()
+        self._last_underflow = 0.0
         self._open(index)
         self._watchdog = self._loop.create_task(self._watch()) if self._loop else None
 
@@ -117,6 +124,11 @@ class Speaker:
     def close(self) -> None:
         if self._watchdog is not None:
             self._watchdog.cancel()
+        # closing aborts the stream, dropping what the device still holds: after a reply
+        # that played out, let that last syllable sound first (tens of ms)
+        left = self._audible_until - time.monotonic()
+        if left > 0 and self._idle.is_set():
+            time.sleep(min(left, MAX_CLOSE_WAIT_S))
         self._close_stream()
 
     def _close_stream(self) -> None:
@@ -241,11 +253,16 @@ class Speaker:
             await asyncio.sleep(0.01)
 
     def _callback(self, outdata: Any, frames: int, time_info: Any, status: Any) -> None:
-        self._last_callback = time.monotonic()
+        now = self._last_callback = time.monotonic()
         out = outdata[:, 0]
         filled = 0
+        runaway = False
         if status.output_underflow:
-            if self._queue:
+            runaway = now - self._last_underflow < RUNAWAY_S
+            self._last_underflow = now
+            if runaway:
+                pass  # not the machine being slow: nothing to count or tell
+            elif self._queue:
                 self._underrun()
             else:
                 log.debug("output underrun while idle")
@@ -253,7 +270,7 @@ class Speaker:
         if reference is not None:
             reference.device_time(float(time_info.outputBufferDacTime), frames)
         with self._lock:
-            while filled < frames and self._queue and not self._paused:
+            while filled < frames and self._queue and not self._paused and not runaway:
                 piece = self._queue[0]
                 n = min(frames - filled, len(piece.samples) - piece.pos)
                 out[filled : filled + n] = piece.samples[piece.pos : piece.pos + n]
