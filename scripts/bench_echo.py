@@ -7,7 +7,8 @@ A benchmark, not a test: it prints figures and writes JSON.
 1. Echo left on the microphone path: the agent's Speaker and Microphone classes play
    ``--replies`` replies of 5-20 s (Piper, joe voice) into the room, every microphone frame
    goes through the canceller; echo energy before vs after (ERLE, dB), frames webrtcvad calls
-   voiced, speech starts (100 ms voiced) with and without the canceller, and its CPU.
+   voiced, speech starts (100 ms voiced) and pauses on level alone (live.ONSET_DBFS) with
+   and without the canceller, and its CPU.
 2. Interruption: the real agent (defaults: echo cancellation and barge-in auto) answers with a
    long reply; ``--tries`` times a user clip is played 1 s into the reply's sound. From the
    recording: playback stop after the clip's first voiced sample; from the LLM's requests:
@@ -88,6 +89,7 @@ def echo_left(replies: int) -> dict[str, Any]:
 async def _play_replies(replies: int) -> dict[str, Any]:
     from voice_agent.config import TtsConfig
     from voice_agent.echo import EchoCanceller
+    from voice_agent.live import ONSET_DBFS, ONSET_FRAMES
     from voice_agent.mic import Microphone
     from voice_agent.speaker import Speaker
     from voice_agent.tts import PiperTts
@@ -134,6 +136,16 @@ async def _play_replies(replies: int) -> dict[str, Any]:
             count += run == 5
         return count
 
+    level = 32768.0 * 10 ** (ONSET_DBFS / 20)
+
+    def level_onsets(x: np.ndarray) -> int:
+        """Pauses the reply would take on level alone (live.ONSET_DBFS)."""
+        run, count = 0, 0
+        for i in range(frames):
+            run = run + 1 if np.sqrt(np.mean(x[i * 320 : (i + 1) * 320] ** 2)) >= level else 0
+            count += run == ONSET_FRAMES
+        return count
+
     def voiced(x: np.ndarray) -> int:
         return sum(detector.is_speech(x[i * 320 : (i + 1) * 320].astype(np.int16)) for i in loud)
 
@@ -149,6 +161,8 @@ async def _play_replies(replies: int) -> dict[str, Any]:
         "voiced_frames_on": voiced(c),
         "speech_starts_off": starts(r),
         "speech_starts_on": starts(c),
+        "level_onsets_off": level_onsets(r),
+        "level_onsets_on": level_onsets(c),
         "cpu_ms_per_s": round(1000 * cpu[0] / (len(r) / SPEECH_RATE_HZ), 1),
     }  # fmt: skip
 
@@ -213,11 +227,13 @@ def interruptions(tries: int) -> dict[str, Any]:
             print(f"{name}: the reply was not playing when it started", file=sys.stderr)
     references = [clip(name).transcript for name in names]
     doubted = [line for line in agent.errors if "doubted" in line]
+    level_only = [line for line in agent.errors if "was not speech: reply resumed" in line]
     return {
         "tries": tries,
         "interrupted": sum(bool(r["interrupted"]) for r in records),
         "turns": len(records),
         "doubted_starts": len(doubted),
+        "level_pauses_resumed": len(level_only),
         "stop_after_onset_s": stops,  # tries where the reply was playing
         "wer": round(wer(references, heard_words), 4),
         "per_clip_wer": [round(wer([r], [h]), 3)
@@ -236,10 +252,12 @@ def report(results: dict[str, Any]) -> None:
           f"ERLE {e['erle_db']} dB (10 % of frames below "
           f"{e['erle_db_p10_of_frames']} dB)")  # fmt: skip
     print(f"  voiced frames {e['voiced_frames_off']} -> {e['voiced_frames_on']}; speech starts "
-          f"{e['speech_starts_off']} -> {e['speech_starts_on']}; "
+          f"{e['speech_starts_off']} -> {e['speech_starts_on']}; pauses on level "
+          f"{e['level_onsets_off']} -> {e['level_onsets_on']}; "
           f"canceller CPU {e['cpu_ms_per_s']} ms per s of audio")  # fmt: skip
     print(f"interruption: {i['interrupted']} of {i['turns']} replies stopped for {i['tries']} "
-          f"tries ({i['doubted_starts']} starts doubted as echo); stop after the "
+          f"tries ({i['doubted_starts']} starts doubted as echo, "
+          f"{i['level_pauses_resumed']} pauses on level resumed); stop after the "
           f"user's first voiced sample median {statistics.median(stops) * 1000:.0f} ms, p90 "
           f"{pct(stops, 90) * 1000:.0f} ms, worst {max(stops) * 1000:.0f} ms; interrupting "
           f"words WER {i['wer']:.1%}")  # fmt: skip

@@ -13,7 +13,7 @@ import io
 import json
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +26,7 @@ from voice_agent.agent import Agent
 from voice_agent.audio import SPEECH_RATE_HZ, Audio, read_file
 from voice_agent.config import AudioConfig, Config, LlmConfig, ReplyConfig, TtsConfig, VadConfig
 from voice_agent.display import Display
-from voice_agent.live import LiveSession
+from voice_agent.live import ONSET_DBFS, ONSET_FRAMES, LiveSession
 from voice_agent.llm import ChatClient, Conversation
 from voice_agent.llm_endpoint import resolve
 from voice_agent.mic import Frame
@@ -298,10 +298,14 @@ class PauseTimingSpeaker(Speaker):
         super().__init__(device)
         self.paused_at: float | None = None
         self.pauses: list[float] = []
+        self.paused_wall: list[float] = []  # time.time() of each pause that silenced it
 
     def pause(self) -> None:
+        if not self.paused:
+            self.paused_wall.append(time.time())
         super().pause()
-        self.paused_at = time.monotonic()
+        if self.paused_at is None:
+            self.paused_at = time.monotonic()
 
     def resume(self) -> None:
         if self.paused_at is not None:
@@ -330,15 +334,87 @@ def test_a_leak_of_the_reply_stalls_it_for_a_moment_not_a_second(tmp_path: Path)
                    "and tell you when it matters.")  # fmt: skip
     voiced = speech().samples[int(0.4 * SPEECH_RATE_HZ) : int(0.7 * SPEECH_RATE_HZ)]
     frames = frames_of(0.5, speech(), 2.5, Audio(voiced, SPEECH_RATE_HZ), 8.0)
+    speakers, timed = timed_speakers()
+    with ScriptedLLM(reply) as server:
+        _, md = live_turn(tmp_path, frames, LeakStt(), server, 13, PiperTts(TtsConfig()),
+                          echo=LeakingCanceller(), speaker_type=timed)  # type: ignore[arg-type]  # fmt: skip
+        assert len(server.requests) == 1
+    [speaker] = speakers
+    assert len(speaker.pauses) == 1 and speaker.pauses[0] < 0.75, speaker.pauses
+    turns = [(t.role, t.text) for t in read(md).turns]
+    assert turns == [("USER", "Ten of clubs."), ("ASSISTANT", reply.text)]
+
+
+class ClearCanceller(LeakingCanceller):
+    """A canceller that took all the echo out: what it passes on is the user alone."""
+
+    def echo_likeness(self) -> float:
+        return 0.0
+
+
+def timed_speakers() -> tuple[list[PauseTimingSpeaker], Callable[[str], PauseTimingSpeaker]]:
     speakers: list[PauseTimingSpeaker] = []
 
     def timed(device: str) -> PauseTimingSpeaker:
         speakers.append(PauseTimingSpeaker(device))
         return speakers[-1]
 
+    return speakers, timed
+
+
+def loud(frame: np.ndarray) -> bool:
+    return bool(np.sqrt(np.mean(frame.astype(np.float64) ** 2)) >= 32768 * 10 ** (ONSET_DBFS / 20))
+
+
+@pytest.mark.slow
+def test_a_voice_over_the_reply_pauses_it_on_its_second_loud_frame_before_the_detector_is_sure(
+    tmp_path: Path,
+) -> None:
+    """Through speakers every frame the detector waits for is the reply talking over the user:
+    playback pauses once 40 ms of the canceller's output is loud, before webrtcvad has heard
+    its 100 ms of voice in a row, and the user's words still take the floor."""
+    reply = Stream("Noted. I will keep the ten of clubs in mind for the rest of the game, "
+                   "and tell you when it matters.")  # fmt: skip
+    before = frames_of(0.5, speech(), 2.5)
+    frames = before + frames_of(speech(), 3.0)
+    loud_enough = next(
+        i for i in range(len(before) + ONSET_FRAMES - 1, len(frames))
+        if all(loud(f) for f in frames[i - ONSET_FRAMES + 1 : i + 1])
+    )  # fmt: skip
+    vad = VoiceDetector(2)
+    detector_start = next(
+        i for i in range(len(before) + 4, len(frames))
+        if all(vad.is_speech(f) for f in frames[i - 4 : i + 1])
+    )  # fmt: skip
+    speakers, timed = timed_speakers()
+    with ScriptedLLM(reply, Stream("Both noted.")) as server:
+        mic, md = live_turn(tmp_path, frames, ScriptedStt("Ten of clubs."), server, 13,
+                            PiperTts(TtsConfig()), echo=ClearCanceller(),
+                            speaker_type=timed)  # type: ignore[arg-type]  # fmt: skip
+    [speaker] = speakers
+    paused_on = sum(t <= speaker.paused_wall[0] for t in mic.fed_at) - 1
+    assert paused_on == loud_enough < detector_start, (paused_on, loud_enough, detector_start)
+    turns = read(md).turns
+    assert [t.role for t in turns] == ["USER", "ASSISTANT", "USER", "ASSISTANT"]
+    assert turns[1].text.endswith("[interrupted]") and turns[3].text == "Both noted."
+
+
+@pytest.mark.slow
+def test_loud_knocks_over_the_reply_pause_it_once_for_a_moment_and_it_goes_on_whole(
+    tmp_path: Path,
+) -> None:
+    """60 ms of loud noise is no speech start (webrtcvad needs 100 ms): the pause it caused
+    on level ends when the detector has not confirmed it, and the reply is kept whole. A
+    second knock in the same reply (a noisy room) does not pause it again."""
+    reply = Stream("Noted. I will keep the ten of clubs in mind for the rest of the game, "
+                   "and tell you when it matters.")  # fmt: skip
+    noise = np.random.default_rng(1).normal(0, 6000, int(0.06 * SPEECH_RATE_HZ))
+    knock = Audio(noise.astype(np.int16), SPEECH_RATE_HZ)
+    frames = frames_of(0.5, speech(), 2.5, knock, 1.0, knock, 8.0)
+    speakers, timed = timed_speakers()
     with ScriptedLLM(reply) as server:
-        _, md = live_turn(tmp_path, frames, LeakStt(), server, 13, PiperTts(TtsConfig()),
-                          echo=LeakingCanceller(), speaker_type=timed)  # type: ignore[arg-type]  # fmt: skip
+        _, md = live_turn(tmp_path, frames, LeakStt(), server, 14, PiperTts(TtsConfig()),
+                          echo=ClearCanceller(), speaker_type=timed)  # type: ignore[arg-type]  # fmt: skip
         assert len(server.requests) == 1
     [speaker] = speakers
     assert len(speaker.pauses) == 1 and speaker.pauses[0] < 0.75, speaker.pauses
