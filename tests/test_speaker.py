@@ -9,9 +9,11 @@ counting is checked by handing the callback the status PortAudio gives it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -85,10 +87,20 @@ async def late_underrun(speaker: Speaker, block: np.ndarray) -> None:
     await asyncio.sleep(0.01)
 
 
-def test_underruns_that_persist_while_speaking_are_told_once() -> None:
+@contextlib.contextmanager
+def speakers_in(label: str) -> Iterator[None]:
+    """New speakers play into a null sink of their own."""
     ensure_pulseaudio()
-    sink = Sink("underruns")
+    sink = Sink(label)
     os.environ["PULSE_SINK"] = sink.name
+    try:
+        yield
+    finally:
+        del os.environ["PULSE_SINK"]
+        sink.close()
+
+
+def test_underruns_that_persist_while_speaking_are_told_once() -> None:
     notes: list[str] = []
 
     async def run() -> None:
@@ -109,11 +121,8 @@ def test_underruns_that_persist_while_speaking_are_told_once() -> None:
             speaker.stop()
             speaker.close()
 
-    try:
+    with speakers_in("underruns"):
         asyncio.run(run())
-    finally:
-        del os.environ["PULSE_SINK"]
-        sink.close()
     assert len(notes) == 1
     assert "the speaker ran dry 5 times in 10 s while speaking" in notes[0]
 
@@ -122,9 +131,6 @@ def test_a_device_recovering_in_a_loop_gets_silence_and_the_reply_waits_for_it()
     """A fresh stream on a suspended sink can report an underrun every 1-2 ms for up to a
     second, dropping what it is handed: the reply is not spent into it (a replayed turn went
     through in 0.7 s of 3.2 and was not heard), and the user is not told the machine is slow."""
-    ensure_pulseaudio()
-    sink = Sink("runaway")
-    os.environ["PULSE_SINK"] = sink.name
     notes: list[str] = []
     handed: list[np.ndarray] = []
 
@@ -149,11 +155,8 @@ def test_a_device_recovering_in_a_loop_gets_silence_and_the_reply_waits_for_it()
             speaker.stop()
             speaker.close()
 
-    try:
+    with speakers_in("runaway"):
         asyncio.run(run())
-    finally:
-        del os.environ["PULSE_SINK"]
-        sink.close()
     assert notes == []
     assert all(not b.any() for b in handed)
 

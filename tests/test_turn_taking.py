@@ -280,6 +280,10 @@ def test_going_on_after_a_long_silence_interrupts_a_late_reply_and_keeps_both_tu
     assert turns[1].text.endswith("[interrupted]") and turns[3].text == "Both noted."
 
 
+LONG_REPLY = ("Noted. I will keep the ten of clubs in mind for the rest of the game, and tell "
+              "you when it matters.")  # fmt: skip
+
+
 class LeakingCanceller:
     """An echo canceller whose output always looks like the reply (0.7, as leaks measured in
     the room): when a real one leaks is up to the room, so here every voice is a leak."""
@@ -330,19 +334,26 @@ def test_a_leak_of_the_reply_stalls_it_for_a_moment_not_a_second(tmp_path: Path)
     once, and goes on 0.3 s after that voice fell silent with it (echo stops when the
     speaker does; a user would go on). Before, it waited for the end of the utterance and a
     transcription: a second and more of silence mid-reply. The reply is kept whole."""
-    reply = Stream("Noted. I will keep the ten of clubs in mind for the rest of the game, "
-                   "and tell you when it matters.")  # fmt: skip
     voiced = speech().samples[int(0.4 * SPEECH_RATE_HZ) : int(0.7 * SPEECH_RATE_HZ)]
     frames = frames_of(0.5, speech(), 2.5, Audio(voiced, SPEECH_RATE_HZ), 8.0)
+    paused_once_and_kept_whole(tmp_path, frames, LeakingCanceller(), 13)
+
+
+def paused_once_and_kept_whole(
+    tmp_path: Path, frames: list[np.ndarray], echo: LeakingCanceller, wait_s: float
+) -> None:
+    """The user's "Ten of clubs." is answered at length, and the later sound in ``frames``
+    that is not the user's turn pauses the reply once, for less than 0.75 s: it goes on, and
+    the transcript keeps it whole."""
     speakers, timed = timed_speakers()
-    with ScriptedLLM(reply) as server:
-        _, md = live_turn(tmp_path, frames, LeakStt(), server, 13, PiperTts(TtsConfig()),
-                          echo=LeakingCanceller(), speaker_type=timed)  # type: ignore[arg-type]  # fmt: skip
+    with ScriptedLLM(Stream(LONG_REPLY)) as server:
+        _, md = live_turn(tmp_path, frames, LeakStt(), server, wait_s, PiperTts(TtsConfig()),
+                          echo=echo, speaker_type=timed)  # type: ignore[arg-type]  # fmt: skip
         assert len(server.requests) == 1
     [speaker] = speakers
     assert len(speaker.pauses) == 1 and speaker.pauses[0] < 0.75, speaker.pauses
     turns = [(t.role, t.text) for t in read(md).turns]
-    assert turns == [("USER", "Ten of clubs."), ("ASSISTANT", reply.text)]
+    assert turns == [("USER", "Ten of clubs."), ("ASSISTANT", LONG_REPLY)]
 
 
 class ClearCanceller(LeakingCanceller):
@@ -373,8 +384,6 @@ def test_a_voice_over_the_reply_pauses_it_on_its_second_loud_frame_before_the_de
     """Through speakers every frame the detector waits for is the reply talking over the user:
     playback pauses once 40 ms of the canceller's output is loud, before webrtcvad has heard
     its 100 ms of voice in a row, and the user's words still take the floor."""
-    reply = Stream("Noted. I will keep the ten of clubs in mind for the rest of the game, "
-                   "and tell you when it matters.")  # fmt: skip
     before = frames_of(0.5, speech(), 2.5)
     frames = before + frames_of(speech(), 3.0)
     loud_enough = next(
@@ -387,7 +396,7 @@ def test_a_voice_over_the_reply_pauses_it_on_its_second_loud_frame_before_the_de
         if all(vad.is_speech(f) for f in frames[i - 4 : i + 1])
     )  # fmt: skip
     speakers, timed = timed_speakers()
-    with ScriptedLLM(reply, Stream("Both noted.")) as server:
+    with ScriptedLLM(Stream(LONG_REPLY), Stream("Both noted.")) as server:
         mic, md = live_turn(tmp_path, frames, ScriptedStt("Ten of clubs."), server, 13,
                             PiperTts(TtsConfig()), echo=ClearCanceller(),
                             speaker_type=timed)  # type: ignore[arg-type]  # fmt: skip
@@ -406,20 +415,10 @@ def test_loud_knocks_over_the_reply_pause_it_once_for_a_moment_and_it_goes_on_wh
     """60 ms of loud noise is no speech start (webrtcvad needs 100 ms): the pause it caused
     on level ends when the detector has not confirmed it, and the reply is kept whole. A
     second knock in the same reply (a noisy room) does not pause it again."""
-    reply = Stream("Noted. I will keep the ten of clubs in mind for the rest of the game, "
-                   "and tell you when it matters.")  # fmt: skip
     noise = np.random.default_rng(1).normal(0, 6000, int(0.06 * SPEECH_RATE_HZ))
     knock = Audio(noise.astype(np.int16), SPEECH_RATE_HZ)
     frames = frames_of(0.5, speech(), 2.5, knock, 1.0, knock, 8.0)
-    speakers, timed = timed_speakers()
-    with ScriptedLLM(reply) as server:
-        _, md = live_turn(tmp_path, frames, LeakStt(), server, 14, PiperTts(TtsConfig()),
-                          echo=ClearCanceller(), speaker_type=timed)  # type: ignore[arg-type]  # fmt: skip
-        assert len(server.requests) == 1
-    [speaker] = speakers
-    assert len(speaker.pauses) == 1 and speaker.pauses[0] < 0.75, speaker.pauses
-    turns = [(t.role, t.text) for t in read(md).turns]
-    assert turns == [("USER", "Ten of clubs."), ("ASSISTANT", reply.text)]
+    paused_once_and_kept_whole(tmp_path, frames, ClearCanceller(), 14)
 
 
 def test_a_withdrawn_reply_never_reaches_the_transcript_even_if_its_cancellation_is_lost(
