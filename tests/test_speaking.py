@@ -12,6 +12,7 @@ import numpy as np
 from voice_agent.audio import Audio
 from voice_agent.config import ReplyConfig
 from voice_agent.display import Display
+from voice_agent.live import is_echo
 from voice_agent.llm_reply import ReplyChunk
 from voice_agent.recorder import Turn
 from voice_agent.speaking import ReplyPipeline
@@ -105,6 +106,24 @@ def test_an_interrupted_reply_keeps_what_was_played_to_the_word() -> None:
     assert pipeline.kept(shown=False) == REPLY.removesuffix(" Try it.") + " [interrupted]"
     out.fractions = {}
     assert pipeline.kept(shown=False).strip() == "[interrupted]"  # nothing was heard
+
+
+def test_only_the_words_around_where_the_reply_is_can_be_its_echo() -> None:
+    """A doubted voice is the reply's echo only in words of the piece being played and the one
+    before: "a week" said over the reply's last words is the user's."""
+    pipeline, out, _ = run_reply(REPLY)
+    out.fractions = {0: 1.0, 1: 0.5}  # in "after about a week of daily practice."
+    assert pipeline.sounding() == (
+        "Most people notice a real difference after about a week of daily practice."
+    )
+    out.fractions = {0: 1.0, 1: 1.0, 2: 1.0, 3: 1.0, 4: 0.5}  # in "Try it."
+    assert pipeline.sounding() == (
+        " A few minutes each morning is enough to start, and it gets easier every day. Try it."
+    )
+    assert is_echo("Try it.", pipeline.sounding())
+    assert not is_echo("a week", pipeline.sounding())
+    out.fractions = {}  # nothing sounded yet: the first piece is all that can come back
+    assert pipeline.sounding() == "Most people notice a real difference"
 
 
 def test_only_a_long_first_sentence_is_cut_at_a_phrase() -> None:

@@ -354,11 +354,12 @@ class LiveSession:
         """A doubted utterance ended: the reply's own words (or none) resume the reply; any
         other words are the user's, and take the floor as a barge-in would have."""
         speaking = self.agent.speaking
+        around = speaking.sounding() if speaking is not None else ""  # paused there
         try:
             heard: Transcription | None = await self.agent.hear(u.audio)
         except Exception:  # told when the utterance is taken as a turn below
             heard = None
-        if heard is not None and speaking is not None and is_echo(heard.text, speaking.text):
+        if heard is not None and speaking is not None and is_echo(heard.text, around):
             if self.agent.speaking is speaking:  # not interrupted meanwhile
                 log.info("%.1f s of the reply's own echo (%r): reply goes on", u.audio.seconds,
                          heard.text)  # fmt: skip

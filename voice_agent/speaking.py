@@ -152,6 +152,21 @@ class ReplyPipeline:
             break
         return kept.strip() + INTERRUPTED
 
+    def sounding(self) -> str:
+        """The reply's text around where the output is (or paused): the piece it has reached
+        and the one before. A leak of the reply through the echo canceller is of the last few
+        hundred ms played, so only these words can come back as its echo; a user who says
+        "no, not that" over a long reply uses words it holds somewhere."""
+        if self.out is None:
+            return self.text
+        reached = max((tag for tag in range(len(self.played))
+                       if self.out.played_fraction(tag) > 0), default=0)  # fmt: skip
+        if not self.played:
+            return ""
+        ends = sorted({part.piece.end for part in self.played})
+        at = ends.index(self.played[reached].piece.end)
+        return self.text[ends[at - 2] if at >= 2 else 0 : ends[at]]
+
     def _show(self, text: str) -> None:
         if self.turn.withdrawn:
             raise asyncio.CancelledError  # see _start
