@@ -50,6 +50,11 @@ def from_float(samples: npt.NDArray[np.floating]) -> Pcm:
     return np.asarray(np.clip(scaled, -32768, 32767), dtype=np.int16)
 
 
+def rms(samples: Pcm) -> float:
+    """Root-mean-square level of 16-bit samples (full scale 32768)."""
+    return float(np.sqrt(np.mean(np.square(samples, dtype=np.float64))))
+
+
 def silence(seconds: float, rate_hz: int = SPEECH_RATE_HZ) -> Audio:
     return Audio(np.zeros(round(seconds * rate_hz), dtype=np.int16), rate_hz)
 

@@ -18,11 +18,9 @@ import time
 from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
 
-import numpy as np
-
 from voice_agent import cues
 from voice_agent.agent import Agent
-from voice_agent.audio import SPEECH_RATE_HZ, concat
+from voice_agent.audio import SPEECH_RATE_HZ, concat, rms
 from voice_agent.config import Config
 from voice_agent.display import Display
 from voice_agent.echo import EchoCanceller
@@ -244,8 +242,7 @@ class LiveSession:
         if self._onset_spent or self.speaker.paused or self.turns.endpointer.in_speech:
             self._loud = 0
             return
-        rms = float(np.sqrt(np.mean(frame.samples.astype(np.float64) ** 2)))
-        self._loud = self._loud + 1 if rms >= self._onset_level else 0
+        self._loud = self._loud + 1 if rms(frame.samples) >= self._onset_level else 0
         if self._loud >= ONSET_FRAMES:
             self._loud = 0
             self.speaker.pause()
@@ -300,9 +297,8 @@ class LiveSession:
                 self._onset_wait = 0
                 self.speaker.pause()  # at once; resumed if it was only the reply's echo
                 self._doubted, self._quiet, self._recheck_at = 1, 0, 0
-                self._paused_at, self._doubt_began = time.monotonic(), time.time()
-                if paused_on_level:
-                    self._paused_at = self._onset_at
+                self._paused_at = self._onset_at if paused_on_level else time.monotonic()
+                self._doubt_began = time.time()
                 self._echo_like = self._likeness() >= ECHO_LIKENESS
                 if self._past_the_echo(frame):
                     self._barge_in_unless_echo()

@@ -159,10 +159,10 @@ class ReplyPipeline:
         "no, not that" over a long reply uses words it holds somewhere."""
         if self.out is None:
             return self.text
-        reached = max((tag for tag in range(len(self.played))
-                       if self.out.played_fraction(tag) > 0), default=0)  # fmt: skip
         if not self.played:
             return ""
+        reached = max((tag for tag in range(len(self.played))
+                       if self.out.played_fraction(tag) > 0), default=0)  # fmt: skip
         ends = sorted({part.piece.end for part in self.played})
         at = ends.index(self.played[reached].piece.end)
         return self.text[ends[at - 2] if at >= 2 else 0 : ends[at]]

@@ -23,7 +23,7 @@ from enum import Enum
 
 import numpy as np
 
-from voice_agent.audio import SPEECH_RATE_HZ, Audio, Pcm
+from voice_agent.audio import SPEECH_RATE_HZ, Audio, Pcm, rms
 from voice_agent.config import VadConfig
 from voice_agent.silero import Silero
 
@@ -199,8 +199,9 @@ class VoiceDetector:
         self._floor = 32768.0 * 10 ** (floor_dbfs / 20)
 
     def is_speech(self, frame: Pcm) -> bool:
-        rms = float(np.sqrt(np.mean(frame.astype(np.float64) ** 2)))
-        return rms >= self._floor and bool(self._vad.is_speech(frame.tobytes(), SPEECH_RATE_HZ))
+        if rms(frame) < self._floor:
+            return False
+        return bool(self._vad.is_speech(frame.tobytes(), SPEECH_RATE_HZ))
 
 
 class SpeechConfirmer:

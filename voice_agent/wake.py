@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from voice_agent.audio import Pcm
+from voice_agent.audio import Pcm, rms
 from voice_agent.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -191,8 +191,7 @@ def after_wake_word(heard: Sequence[Heard], heard_at: float) -> list[Heard]:
     near = [i for i, h in enumerate(heard) if h.frame.captured_at >= heard_at - DIP_FROM_S]
     if not near:
         return list(heard)
-    level = [float(np.sqrt(np.mean(np.square(heard[i].frame.samples, dtype=np.float64))))
-             for i in near]  # fmt: skip
+    level = [rms(heard[i].frame.samples) for i in near]
     low = DIP_LEVEL * max(level)
     searched = [k for k, i in enumerate(near) if heard[i].frame.captured_at <= heard_at - DIP_TO_S]
     dips = [k for k in searched[:-1]
