@@ -44,7 +44,7 @@ class SttConfig:
     language: str = "en"
     compute_type: str = "int8"
     beam_size: int = 1
-    cpu_threads: int = 0  # 0 = one per core, at most 4
+    cpu_threads: int = 0  # 0 = half the cores, at least 1, at most 4
     window_s: float = 15.0  # shorter audio is padded to this, not Whisper's 30 s (speed)
     no_speech_threshold: float = 0.6  # segments above this no-speech probability...
     log_prob_threshold: float = -1.0  # ...and below this mean log-probability are dropped

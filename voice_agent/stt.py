@@ -282,7 +282,10 @@ def _load(model: str, config: SttConfig) -> WhisperModel:
 
 
 def _default_threads() -> int:
-    """One per core, at most 4. CTranslate2's own default is 4 whatever the machine: on 2
-    cores that is slower (measured: encoder 0.18 s against 0.16 s) and starves the audio loop.
-    """
-    return max(1, min(4, len(os.sched_getaffinity(0))))
+    """Half the cores, at least one, at most 4. The recogniser shares the machine with the
+    audio loop (microphone, voice detection, echo canceller) and the end-of-turn model, which
+    run while it works; on 2 cores a second thread made each live transcription slower, not
+    faster (bench_latency, AMD EPYC: median 0.42 -> 0.31-0.35 s, p99 0.78-0.83 -> 0.54-0.57 s
+    with one), and tiny.en alone is no faster with two (0.25 against 0.21 s a clip).
+    CTranslate2's own default is 4 whatever the machine."""
+    return max(1, min(4, len(os.sched_getaffinity(0)) // 2))
