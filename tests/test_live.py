@@ -346,7 +346,11 @@ def test_barge_in_stops_playback_within_300_ms(tmp_path: Path) -> None:
     stopped = (agent_loud[-1] + 1) * 160
     latency = (stopped - speech_onset) / SPEECH_RATE_HZ
     print(f"barge-in: playback stopped {latency * 1000:.0f} ms after the user started speaking")
-    assert 0 < latency <= 0.3
+    # the user may start in a pause between two of the reply's sentences: then its last sound
+    # came a little before their voice, which is no later stop; but it must have been going on
+    # (a pause between sentences is under 0.6 s), not finished by itself
+    assert latency > -0.6, "the reply had stopped before the user spoke"
+    assert latency <= 0.3
     records = sidecar(tmp_path)
     assert records[1]["interrupted"] is True
     [md] = transcript_files(tmp_path / "t")
