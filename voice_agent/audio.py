@@ -55,6 +55,11 @@ def rms(samples: Pcm) -> float:
     return float(np.sqrt(np.mean(np.square(samples, dtype=np.float64))))
 
 
+def dbfs_level(dbfs: float) -> float:
+    """The ``rms`` of a level given in dB full scale."""
+    return 32768.0 * 10 ** (dbfs / 20)
+
+
 def silence(seconds: float, rate_hz: int = SPEECH_RATE_HZ) -> Audio:
     return Audio(np.zeros(round(seconds * rate_hz), dtype=np.int16), rate_hz)
 

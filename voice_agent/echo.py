@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from voice_agent.audio import SPEECH_RATE_HZ, Pcm, rms
+from voice_agent.audio import SPEECH_RATE_HZ, Pcm, dbfs_level, rms
 from voice_agent.errors import ModelError
 
 log = logging.getLogger(__name__)
@@ -40,6 +40,8 @@ NO_ECHO_AFTER_S = 1.5
 ECHO_WINDOW_S = 0.3
 ECHO_AGAIN = 0.5
 RECHECK_S = 0.1
+_PLAYING = dbfs_level(PLAYING_DBFS)
+_NO_ECHO_RATIO = 10 ** (NO_ECHO_DB / 20)  # of levels; squared for energies
 
 
 def start(setting: str, mic_latency_s: float, speaker_latency_s: float) -> EchoCanceller | None:
@@ -112,7 +114,7 @@ class EchoCanceller:
     def _judge_echo_path(self, samples: Pcm) -> None:
         """Does the microphone hear what is played? Counted only while something is."""
         far = self._far_level()
-        if far < 32768.0 * 10 ** (PLAYING_DBFS / 20):
+        if far < _PLAYING:
             return
         seconds = len(samples) / SPEECH_RATE_HZ
         mic = rms(samples)
@@ -124,14 +126,14 @@ class EchoCanceller:
             self._playing_s += seconds
             if self._playing_s < NO_ECHO_AFTER_S:
                 return
-            if self._far_energy > self._mic_energy * 10 ** (NO_ECHO_DB / 10):
+            if self._far_energy > self._mic_energy * _NO_ECHO_RATIO**2:
                 log.info("no echo of the agent's voice reaches the microphone (a headset?): "
                          "passed through without echo cancellation")  # fmt: skip
                 self.passing_through = True
             self._far_energy = self._mic_energy = self._playing_s = 0.0
             return
         self._since_check_s += seconds
-        if mic * 10 ** (NO_ECHO_DB / 20) < far or self._since_check_s < RECHECK_S:
+        if mic * _NO_ECHO_RATIO < far or self._since_check_s < RECHECK_S:
             return
         self._since_check_s = 0.0
         if self.echo_likeness() >= ECHO_AGAIN:

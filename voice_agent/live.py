@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from voice_agent import cues
 from voice_agent.agent import Agent
-from voice_agent.audio import SPEECH_RATE_HZ, concat, rms
+from voice_agent.audio import SPEECH_RATE_HZ, concat, dbfs_level, rms
 from voice_agent.config import Config
 from voice_agent.display import Display
 from voice_agent.echo import EchoCanceller
@@ -138,7 +138,7 @@ class LiveSession:
         self._onset_wait = 0  # frames left for the detector to confirm a pause on level
         self._onset_at = 0.0  # time.monotonic() of that pause
         self._onset_spent = False  # a pause on level was not speech: not again this reply
-        self._onset_level = 32768.0 * 10 ** (ONSET_DBFS / 20)
+        self._onset_level = dbfs_level(ONSET_DBFS)
 
     async def run(self) -> int:
         """Until ``stop`` is set (goodbye; the session's signal handler)."""

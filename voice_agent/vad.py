@@ -23,7 +23,7 @@ from enum import Enum
 
 import numpy as np
 
-from voice_agent.audio import SPEECH_RATE_HZ, Audio, Pcm, rms
+from voice_agent.audio import SPEECH_RATE_HZ, Audio, Pcm, dbfs_level, rms
 from voice_agent.config import VadConfig
 from voice_agent.silero import Silero
 
@@ -196,7 +196,7 @@ class VoiceDetector:
         import webrtcvad
 
         self._vad = webrtcvad.Vad(aggressiveness)
-        self._floor = 32768.0 * 10 ** (floor_dbfs / 20)
+        self._floor = dbfs_level(floor_dbfs)
 
     def is_speech(self, frame: Pcm) -> bool:
         if rms(frame) < self._floor:
