@@ -145,6 +145,36 @@ def test_through_a_headset_the_users_words_over_the_reply_pass_untouched(
     assert np.array_equal(cleaned[span], said[span])
 
 
+def test_in_an_idle_room_the_canceller_rests_and_wakes_with_the_users_voice(
+    far_speech: Audio,
+) -> None:
+    """Listening to an idle room costs the canceller nothing (the microphone passes untouched
+    once nothing has been played or heard for REST_AFTER_S); the user's voice wakes it, and
+    the reply to them loses its echo as the first reply did."""
+    user = read_file(clip("1272-128104-0000.wav").path).samples.astype(np.float64)
+    gap_s = echo.REST_AFTER_S + 3.0 + user.size / SPEECH_RATE_HZ
+    silent = np.zeros(round(gap_s * far_speech.rate_hz), dtype=np.int16)
+    far = Audio(
+        np.concatenate([far_speech.samples, silent, far_speech.samples]), far_speech.rate_hz
+    )
+    near = echo_path(far.resampled(SPEECH_RATE_HZ).samples)
+    reply_at = far_speech.seconds + gap_s
+    said = slice(round((reply_at - 1.0) * SPEECH_RATE_HZ) - user.size,
+                 round((reply_at - 1.0) * SPEECH_RATE_HZ))  # fmt: skip
+    near[said] += user
+    cleaned = run_canceller(far, 48000, near)
+    mic = np.clip(near, -32768, 32767).astype(np.int16)
+    idle = slice(round((far_speech.seconds + echo.REST_AFTER_S + 0.5) * SPEECH_RATE_HZ),
+                 said.start)  # fmt: skip
+    assert idle.stop - idle.start > SPEECH_RATE_HZ
+    assert np.array_equal(cleaned[idle], mic[idle])
+    assert not np.array_equal(cleaned[said], mic[said])  # awake: filtered, suppressed noise
+    second = slice(round(reply_at * SPEECH_RATE_HZ), cleaned.size)
+    erle = power_db(near[second]) - power_db(cleaned[second])
+    print(f"ERLE of the reply after a rest: {erle:.1f} dB")
+    assert erle >= 20
+
+
 def test_on_without_the_canceller_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "livekit", None)  # as if it were not installed
     with pytest.raises(ModelError) as info:
