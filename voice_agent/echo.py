@@ -49,7 +49,7 @@ RECHECK_S = 0.1
 # voice wakes it for the length of their turn first, and a reply comes well within REST_AFTER_S
 # of it (a slow model's thinking tones sound meanwhile).
 REST_AFTER_S = 10.0
-QUIET_DBFS = -50.0
+QUIET_DBFS = -60.0  # under the VAD's floor (vad.floor_dbfs, -55): whatever may be speech wakes it
 _QUIET = dbfs_level(QUIET_DBFS)
 _PLAYING = dbfs_level(PLAYING_DBFS)
 _NO_ECHO_RATIO = 10 ** (NO_ECHO_DB / 20)  # of levels; squared for energies
