@@ -136,3 +136,28 @@ def test_an_unknown_end_of_turn_mode_is_refused(tmp_path: Path) -> None:
     config.write_text('[vad]\nend_of_turn = "guess"\n')
     with pytest.raises(ConfigError, match=r'vad\.end_of_turn must be "model" or "silence"'):
         load(config)
+
+
+def test_a_model_that_fails_to_load_once_listening_is_said_and_the_session_goes_on(
+    tmp_path: Path,
+) -> None:
+    """Live mode loads Silero and Smart Turn after it starts listening: a broken model file
+    then costs one line and that model alone, not the session."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from voice_agent import session
+
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not an onnx model")
+    agent = SimpleNamespace(confirmer=None, end_of_turn=None)
+    out = io.StringIO()
+    config = Config(vad=VadConfig(end_of_turn_model=str(broken)))
+    asyncio.run(session.listening_models(agent, config, Display(out, out)))  # type: ignore[arg-type]
+    said = [line for line in out.getvalue().splitlines() if line.strip()]
+    assert len(said) == 1 and f"cannot load end-of-turn model {broken}" in said[0], said
+    assert "the session goes on" in said[0]
+    assert agent.end_of_turn is None
+    assert agent.confirmer is not None and agent.confirmer.has_speech(
+        read_file(clip("arctic_a0024.wav").path)
+    )

@@ -105,7 +105,7 @@ class Agent:
 
     async def transcribe(self, audio: Audio) -> Transcription:
         assert self.stt is not None, "audio turns need a speech recogniser"
-        return await asyncio.to_thread(_one_model_at_a_time, self.stt.transcribe, audio)
+        return await asyncio.to_thread(one_model_at_a_time, self.stt.transcribe, audio)
 
     async def respond(self, turn: Turn, gate: asyncio.Event | None = None) -> bool:
         """Ask the model and speak its reply; False when no reply came (already reported).
@@ -175,7 +175,7 @@ class Agent:
 
     async def _synthesize(self, text: str) -> Audio:
         assert self.tts is not None
-        return await asyncio.to_thread(_one_model_at_a_time, self.tts.synthesize, text)
+        return await asyncio.to_thread(one_model_at_a_time, self.tts.synthesize, text)
 
     async def _failed(
         self, turn: Turn, gate: asyncio.Event | None, received: str, message: str, said: str
@@ -286,7 +286,7 @@ A = TypeVar("A")
 R = TypeVar("R")
 
 
-def _one_model_at_a_time(run: Callable[[A], R], arg: A) -> R:
+def one_model_at_a_time(run: Callable[[A], R], arg: A) -> R:
     """Speech recognition and synthesis take turns. On two cores running both at once gains
     little, and each holds a large working set while it runs: together they set the memory
     peak. A cancelled turn's model call still finishes in its thread, holding the lock."""

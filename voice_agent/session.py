@@ -10,14 +10,14 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from voice_agent import heap
-from voice_agent.agent import Agent
+from voice_agent.agent import Agent, one_model_at_a_time
 from voice_agent.archive import Entry
 from voice_agent.audio import read_file, silence, write_wav
 from voice_agent.config import Config
@@ -50,6 +50,10 @@ class Needs:
     stt: bool
     tts: bool
     speaker: bool
+    # live: Silero and Smart Turn load once the agent listens (listening_models); they are
+    # first needed at the end of the user's first words, and loading them took a quarter of
+    # the launch with both speech stages on a server
+    listening_models_later: bool = False
 
 
 async def build_agent(
@@ -135,11 +139,9 @@ def _load_models(config: Config, needs: Needs, display: Display) -> Models:
     elif needs.stt:
         stt = WhisperStt(config.stt)
         stt.transcribe(silence(1.0))
-    if needs.stt and config.vad.silero_confirm:
-        confirmer = SpeechConfirmer(config.vad.silero_threshold)
-        confirmer.has_speech(silence(0.5))
-    if needs.speaker and needs.stt:
-        turn_model = _end_of_turn_model(config, display)
+    if needs.stt and not needs.listening_models_later:
+        confirmer = _confirmer(config)
+        turn_model = _end_of_turn_model(config, display) if needs.speaker else None
     if needs.tts:
         # a first synthesis warms the voice, and a server's answer tells its sample rate
         if is_http(config.tts.server):
@@ -151,6 +153,34 @@ def _load_models(config: Config, needs: Needs, display: Display) -> Models:
         tts.synthesize("Hello.")
     heap.give_back()  # loading needs about twice a model's size for a moment
     return Models(stt, tts, confirmer, turn_model)
+
+
+def _confirmer(config: Config) -> SpeechConfirmer | None:
+    """Silero's check of each utterance, warmed once."""
+    if not config.vad.silero_confirm:
+        return None
+    confirmer = SpeechConfirmer(config.vad.silero_threshold)
+    confirmer.has_speech(silence(0.5))
+    return confirmer
+
+
+async def listening_models(agent: Agent, config: Config, display: Display) -> None:
+    """Load Silero and Smart Turn while the agent already listens. Until they are there (a
+    few tenths of a second) an utterance is taken without Silero's check and a pause is
+    judged on silence alone, as with the models turned off; a model that cannot load is
+    said once, and the session goes on without it."""
+
+    async def load(make: Callable[[Config], T]) -> T | None:
+        try:
+            return await asyncio.to_thread(one_model_at_a_time, make, config)
+        except Exception as exc:  # ModelError, or ONNX Runtime's own types
+            log.debug("a listening model failed to load", exc_info=True)
+            what = str(exc) if isinstance(exc, VoiceAgentError) else f"{type(exc).__name__}: {exc}"
+            display.error(f"{what}; the session goes on without it (--debug shows the details)")
+            return None
+
+    agent.confirmer = await load(_confirmer)
+    agent.end_of_turn = await load(lambda c: _end_of_turn_model(c, display))
 
 
 def _end_of_turn_model(config: Config, display: Display) -> EndOfTurn | None:
@@ -366,8 +396,12 @@ async def run_live(config: Config, push_to_talk: bool, resume: Entry | None = No
         mic = Microphone(config.audio.input_device, config.vad.frame_ms, display.note)
         mic.start()
         stack.callback(mic.close)
-        needs = Needs(stt=True, tts=True, speaker=True)
+        if config.vad.end_of_turn == "model":
+            model_path(config.vad.end_of_turn_model)  # a wrong path stops the start, at once
+        needs = Needs(stt=True, tts=True, speaker=True, listening_models_later=True)
         agent = await build_agent(config, display, needs, stack, resume)
+        loading = asyncio.create_task(listening_models(agent, config, display))
+        stack.push_async_callback(asyncio.wait, [loading])
         assert isinstance(agent.out, Speaker)
         echo = echo_canceller(config, display, mic, agent.out)
         session = LiveSession(agent, config, display, mic, agent.out, push_to_talk, echo, wake)
