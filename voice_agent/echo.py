@@ -110,10 +110,11 @@ class EchoCanceller:
         played removed."""
         if len(samples) % CHUNK:
             raise ValueError(f"echo cancellation needs whole 10 ms frames, got {len(samples)}")
-        if rms(samples) >= _QUIET:
+        mic = rms(samples)
+        if mic >= _QUIET:
             self._quiet_s = 0.0
         self._feed_far()
-        self._judge_echo_path(samples)
+        self._judge_echo_path(mic, len(samples) / SPEECH_RATE_HZ)
         if self._at_rest:
             self._recent_out.append(samples)
             return samples
@@ -125,13 +126,12 @@ class EchoCanceller:
         self._recent_out.append(out)
         return out
 
-    def _judge_echo_path(self, samples: Pcm) -> None:
-        """Does the microphone hear what is played? Counted only while something is."""
+    def _judge_echo_path(self, mic: float, seconds: float) -> None:
+        """Does the microphone (its level over ``seconds``) hear what is played? Counted only
+        while something is."""
         far = self._far_level()
         if far < _PLAYING:
             return
-        seconds = len(samples) / SPEECH_RATE_HZ
-        mic = rms(samples)
         if not self.passing_through:
             # energies over whole stretches of playback, not frame by frame: an echo fades
             # in the gaps between words while the reference window still holds them

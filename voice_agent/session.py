@@ -50,10 +50,6 @@ class Needs:
     stt: bool
     tts: bool
     speaker: bool
-    # live: Silero and Smart Turn load once the agent listens (listening_models); they are
-    # first needed at the end of the user's first words, and loading them took a quarter of
-    # the launch with both speech stages on a server
-    listening_models_later: bool = False
 
 
 async def build_agent(
@@ -77,7 +73,7 @@ async def build_agent(
     stack.push_async_callback(chat.aclose)
     llm_ready = chat.prime(config.llm.system_prompt) if server else chat.warm()
     models, model, _ = await asyncio.gather(
-        asyncio.to_thread(_load_models, config, needs, display), chat.ensure_model(), llm_ready
+        asyncio.to_thread(_load_models, config, needs), chat.ensure_model(), llm_ready
     )
     stt, tts = models.stt, models.tts
     out: AudioOut | None = None
@@ -108,7 +104,6 @@ async def build_agent(
         display.note(f"(continuing {resume.id}: {len(resume.transcript.turns)} earlier turns)")
     agent = Agent(chat, conversation, writer, display, config.reply, stt, tts, out)
     agent.confirmer = models.confirmer
-    agent.end_of_turn = models.end_of_turn
     agent.keep_audio = config.transcripts.save_audio
     agent.speak_notices = needs.speaker
     return agent
@@ -119,10 +114,9 @@ class Models:
     stt: SpeechToText | None
     tts: TextToSpeech | None
     confirmer: SpeechConfirmer | None  # Silero's second opinion on each utterance
-    end_of_turn: EndOfTurn | None  # Smart Turn, judging pauses in live mode
 
 
-def _load_models(config: Config, needs: Needs, display: Display) -> Models:
+def _load_models(config: Config, needs: Needs) -> Models:
     """Load and warm the models one after the other, while the LLM connection is checked.
 
     One at a time because loading needs about twice a model's resident size for a moment:
@@ -131,7 +125,7 @@ def _load_models(config: Config, needs: Needs, display: Display) -> Models:
     """
     stt: SpeechToText | None = None
     tts: TextToSpeech | None = None
-    confirmer = turn_model = None
+    confirmer = None
     if needs.stt and is_http(config.stt.server):
         stt = OpenAiStt(config.stt, os.environ)
     elif needs.stt and config.stt.server:
@@ -139,9 +133,11 @@ def _load_models(config: Config, needs: Needs, display: Display) -> Models:
     elif needs.stt:
         stt = WhisperStt(config.stt)
         stt.transcribe(silence(1.0))
-    if needs.stt and not needs.listening_models_later:
+    if needs.stt and not needs.speaker:
+        # live mode loads Silero and Smart Turn once it listens (listening_models): they are
+        # first needed at the end of the user's first words, and loading them took a quarter
+        # of the launch with both speech stages on a server
         confirmer = _confirmer(config)
-        turn_model = _end_of_turn_model(config, display) if needs.speaker else None
     if needs.tts:
         # a first synthesis warms the voice, and a server's answer tells its sample rate
         if is_http(config.tts.server):
@@ -152,7 +148,7 @@ def _load_models(config: Config, needs: Needs, display: Display) -> Models:
             tts = PiperTts(config.tts)
         tts.synthesize("Hello.")
     heap.give_back()  # loading needs about twice a model's size for a moment
-    return Models(stt, tts, confirmer, turn_model)
+    return Models(stt, tts, confirmer)
 
 
 def _confirmer(config: Config) -> SpeechConfirmer | None:
@@ -398,7 +394,7 @@ async def run_live(config: Config, push_to_talk: bool, resume: Entry | None = No
         stack.callback(mic.close)
         if config.vad.end_of_turn == "model":
             model_path(config.vad.end_of_turn_model)  # a wrong path stops the start, at once
-        needs = Needs(stt=True, tts=True, speaker=True, listening_models_later=True)
+        needs = Needs(stt=True, tts=True, speaker=True)
         agent = await build_agent(config, display, needs, stack, resume)
         loading = asyncio.create_task(listening_models(agent, config, display))
         stack.push_async_callback(asyncio.wait, [loading])
