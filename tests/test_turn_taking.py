@@ -75,14 +75,17 @@ def test_a_finished_transcript_asks_the_model_at_hangover_minus_lead() -> None:
     [(ended_at, utterance)] = [(i, e) for i, e in events if isinstance(e, Utterance)]
     assert isinstance(ask, Ask) and ask.text == "Ten of clubs."
     assert ask.generation == paused.generation == utterance.generation  # type: ignore[attr-defined]
-    silence_start = paused_at - 200 // 20 + 1
-    assert asked_at - silence_start + 1 == (700 - 250) // 20  # 450 ms into the silence
+    early, lead = VadConfig().early_stt_ms, ReplyConfig().speculative_lead_ms
+    silence_start = paused_at - early // 20 + 1
+    assert asked_at - silence_start + 1 == (700 - lead) // 20  # 250 ms into the silence
     assert ended_at - silence_start + 1 == 700 // 20
     assert utterance.silence_s == pytest.approx(0.7)  # type: ignore[attr-defined]
 
 
 def test_an_unfinished_transcript_buys_more_silence_and_asks_nothing_during_it() -> None:
-    events = run_turn_taking(frames_of(0.5, speech(), 0.8, speech(), 2.5), ["Ten of,", "clubs."])
+    # (a lead of 250 ms asks 1.05 s into the silence: after this pause of about 0.9 s)
+    events = run_turn_taking(frames_of(0.5, speech(), 0.8, speech(), 2.5), ["Ten of,", "clubs."],
+                             ReplyConfig(speculative_lead_ms=250))  # fmt: skip
     utterances = [e for _, e in events if isinstance(e, Utterance)]
     assert len(utterances) == 1  # the pause did not end the turn (hangover 0.7 + 0.6)
     assert any(isinstance(e, Resumed) for _, e in events)
@@ -94,9 +97,10 @@ def test_an_extended_hangover_still_asks_lead_before_it_ends_and_reports_its_sil
     [(paused_at, _)] = [(i, e) for i, e in events if isinstance(e, Paused)]
     [(asked_at, ask)] = [(i, e) for i, e in events if isinstance(e, Ask)]
     [(ended_at, utterance)] = [(i, e) for i, e in events if isinstance(e, Utterance)]
-    silence_start = paused_at - 200 // 20 + 1
-    # the reply is ready as the longer silence ends, not 0.6 s of preparation after it
-    assert asked_at - silence_start + 1 == (1300 - 250) // 20
+    early, lead = VadConfig().early_stt_ms, ReplyConfig().speculative_lead_ms
+    silence_start = paused_at - early // 20 + 1
+    # the reply is ready as the longer silence ends, not 0.4 s of preparation after it
+    assert asked_at - silence_start + 1 == (1300 - lead) // 20
     assert ask.text == "I went to the shop and"  # type: ignore[attr-defined]
     assert ended_at - silence_start + 1 == 1300 // 20
     assert utterance.silence_s == pytest.approx(1.3)  # type: ignore[attr-defined]

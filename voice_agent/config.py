@@ -108,7 +108,8 @@ class VadConfig:
     unfinished_below: float = 0.5  # Smart Turn probability under which more is coming
     finished_at: float = 0.8  # Smart Turn probability from which the turn is over
     finished_hangover_ms: int = 700  # silence that ends a turn the model and the words call over
-    early_stt_ms: int = 200  # silence after which transcription starts, before the hangover ends
+    early_stt_ms: int = 100  # silence after which transcription starts, before the hangover ends
+    judge_after_ms: int = 200  # silence after which Smart Turn judges (never before early_stt_ms)
     min_speech_ms: int = 250  # shorter voiced blips (clicks, coughs) are dropped
     max_utterance_s: float = 30.0  # longer speech is cut and transcribed
     silero_confirm: bool = True  # second opinion from Silero VAD before transcribing
@@ -134,7 +135,7 @@ class ReplyConfig:
 
     streaming: bool = True  # speak sentence by sentence while the model is still writing
     early_transcription: bool = True  # transcribe during the end-of-speech silence
-    speculative_lead_ms: int = 250  # ask the model this long before the silence ends; 0 = off
+    speculative_lead_ms: int = 450  # ask the model this long before the silence ends; 0 = off
     first_fragment_chars: int = 20  # the first fragment may end at a comma once this long
     rejoin_ms: int = 1000  # going on this soon after the reply starts joins the turn
     end_phrases: str = "goodbye"  # comma-separated phrases that end the session when said

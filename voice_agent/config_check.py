@@ -41,6 +41,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "vad.hangover_ms": (100, 10_000),
     "vad.unfinished_extra_ms": (0, 10_000),
     "vad.early_stt_ms": (10, 10_000),
+    "vad.judge_after_ms": (10, 10_000),
     "vad.unfinished_below": (0.0, 1.0),
     "vad.finished_at": (0.0, 1.0),
     "vad.finished_hangover_ms": (20, 10_000),

@@ -30,7 +30,7 @@ from voice_agent.push_to_talk import push_to_talk
 from voice_agent.recorder import Turn
 from voice_agent.speaker import Speaker
 from voice_agent.stt import Transcription
-from voice_agent.turn_taking import Ask, TurnEvent, TurnTaking
+from voice_agent.turn_taking import Ask, Judge, TurnEvent, TurnTaking
 from voice_agent.vad import Paused, Resumed, Started, Utterance, VoiceDetector
 from voice_agent.wake import Wakefulness, Woken, only_the_wake_word
 
@@ -76,6 +76,7 @@ class _EarlyStt:
     generation: int
     started: float  # time.time()
     task: asyncio.Task[Transcription]
+    verdict: asyncio.Future[float | None]  # the end-of-turn model's, at vad.judge_after_ms
     heard_at: float | None = None  # time.time() when the words were ready
 
 
@@ -312,6 +313,8 @@ class LiveSession:
                 self._drop_reply("the user went on")  # nothing was shown, played or written
         elif isinstance(event, Ask):
             self._ask_early(event)
+        elif isinstance(event, Judge):
+            self._judge_early(event)
         elif isinstance(event, Utterance):
             if self._doubted:
                 self._doubted = 0
@@ -374,18 +377,34 @@ class LiveSession:
     def _start_early(self, event: Paused) -> None:
         self._cancel_early()
         task = asyncio.create_task(self.agent.hear(event.audio))
-        early = self._early = _EarlyStt(event.generation, time.time(), task)
+        verdict: asyncio.Future[float | None] = asyncio.get_running_loop().create_future()
+        early = self._early = _EarlyStt(event.generation, time.time(), task, verdict)
         task.add_done_callback(lambda _: setattr(early, "heard_at", time.time()))
         self._spawn(self._decide_early(early, event))
 
+    def _judge_early(self, event: Judge) -> None:
+        early = self._early
+        if early is None or early.generation != event.generation:
+            return
+
+        async def judge() -> None:
+            finished = await self.agent.judge(event.audio)
+            if not early.verdict.done():
+                early.verdict.set_result(finished)
+
+        self._spawn(judge())
+
     async def _decide_early(self, early: _EarlyStt, event: Paused) -> None:
-        """The end-of-turn model's verdict (a few tens of ms, beside Whisper), then the early
-        transcript: together they decide how much more silence ends the turn."""
-        finished = await self.agent.judge(event.audio)
+        """The early transcript and the end-of-turn model's verdict (a few tens of ms, asked
+        when the silence has lasted vad.judge_after_ms): together they decide how much more
+        silence ends the turn."""
         try:
             heard = await early.task
+            finished = await early.verdict
         except (asyncio.CancelledError, Exception):  # cancelled (the user went on), or failed
             return  # (a failure is reported when the utterance needs the transcript)
+        log.debug("early transcript %r, end-of-turn probability %s", heard.text,
+                  "-" if finished is None else f"{finished:.2f}")  # fmt: skip
         for ask in self.turns.heard(event.generation, heard.text, finished):
             self._ask_early(ask)
 
@@ -405,6 +424,7 @@ class LiveSession:
     def _cancel_early(self) -> None:
         if self._early is not None:
             self._early.task.cancel()
+            self._early.verdict.cancel()
             self._early = None
 
     def take(self, u: Utterance, ended: float) -> None:
@@ -452,6 +472,8 @@ class LiveSession:
     async def _take_utterance(self, u: Utterance, ended: float) -> None:
         async with self._turn_lock:
             early = self._early if self._early and self._early.generation == u.generation else None
+            if self._early is not None:
+                self._early.verdict.cancel()  # the turn has ended: no verdict needed any more
             self._early = None
             pending = self._pending
             if pending is not None and pending.generation == u.generation:

@@ -29,7 +29,17 @@ class Ask:
     text: str
 
 
-TurnEvent = Event | Ask
+@dataclass(frozen=True)
+class Judge:
+    """Time for the end-of-turn model's verdict on the pause: ``vad.judge_after_ms`` of
+    silence (it hears a finished sentence better with some silence after it than the
+    transcription needs)."""
+
+    generation: int
+    audio: Audio
+
+
+TurnEvent = Event | Ask | Judge
 
 
 @dataclass
@@ -41,6 +51,7 @@ class _Early:
     text: str | None = None  # None until transcribed
     may_ask: bool = False
     asked: bool = False
+    judged: bool = False
 
 
 class TurnTaking:
@@ -59,6 +70,7 @@ class TurnTaking:
         # only cancelled
         self._lead_ms = reply.speculative_lead_ms
         self._early_frames = max(1, vad.early_stt_ms // vad.frame_ms)
+        self._judge_frames = max(self._early_frames, vad.judge_after_ms // vad.frame_ms)
         self.end_phrases = phrases(reply.end_phrases)
         # with a wake word, these end the conversation (not the session); without, they are
         # ordinary words to answer
@@ -82,7 +94,12 @@ class TurnTaking:
                 self._early = _Early(event.generation, event.audio)
             elif isinstance(event, (Started, Resumed, Utterance)):
                 self._early = None
-        if self._early is not None and self._ask_due():
+        early = self._early
+        if (early is not None and not early.judged
+                and self.endpointer.silent_frames >= self._judge_frames):  # fmt: skip
+            early.judged = True
+            events.append(Judge(early.generation, self.endpointer.heard()))
+        if early is not None and self._ask_due():
             events += self._ask_if_ready()
         return events
 

@@ -180,6 +180,10 @@ class Endpointer:
         seconds = speech_frames * self.frame_ms / 1000
         return [Utterance(audio, generation, seconds, cut, silence_s)]
 
+    def heard(self) -> Audio:
+        """The utterance being heard so far (pre-roll, speech and the silence after it)."""
+        return self._audio()
+
     def _audio(self) -> Audio:
         return Audio(np.concatenate(self._frames), SPEECH_RATE_HZ)
 
