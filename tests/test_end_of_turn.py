@@ -107,9 +107,9 @@ def test_speech_resumed_before_the_verdict_is_due_is_not_judged() -> None:
     # a pause of 140 ms: transcribed early (then dropped), never judged
     config = VadConfig(early_stt_ms=100, judge_after_ms=200)
     turns, vad = TurnTaking(config, ReplyConfig()), VoiceDetector(2)
-    words = read_file(clip("cards_003.wav").path).samples  # no pause inside
-    voiced = [i for i in range(0, len(words) - 320, 320) if vad.is_speech(words[i : i + 320])]
-    words = Audio(words[voiced[0] : voiced[-1] + 320], SPEECH_RATE_HZ)  # first to last voiced
+    samples = read_file(clip("cards_003.wav").path).samples  # no pause inside
+    voiced = [i for i in range(0, len(samples) - 320, 320) if vad.is_speech(samples[i : i + 320])]
+    words = Audio(samples[voiced[0] : voiced[-1] + 320], SPEECH_RATE_HZ)  # first to last voiced
     events = [type(e).__name__
               for frame in frames_of(0.5, words, 0.14, words, 1.5)
               for e in turns.feed(frame, vad.is_speech(frame))]  # fmt: skip
