@@ -124,14 +124,19 @@ def test_a_late_transcript_asks_at_once_and_a_goodbye_never_asks() -> None:
 
 
 class ScriptedStt:
-    """Transcripts in the order they are asked for (what the scenario says was heard)."""
+    """Transcripts in the order they are asked for (what the scenario says was heard); with
+    ``longer``, audio of more than ``longer[0]`` seconds is heard as ``longer[1]`` (the
+    two parts of a turn transcribed whole, however many pauses were transcribed before)."""
 
     name = "scripted stt"
 
-    def __init__(self, *texts: str) -> None:
+    def __init__(self, *texts: str, longer: tuple[float, str] | None = None) -> None:
         self.texts = list(texts)
+        self.longer = longer
 
     def transcribe(self, audio: Audio) -> Transcription:
+        if self.longer is not None and audio.seconds > self.longer[0]:
+            return Transcription(self.longer[1], audio.seconds, 0.0)
         text = self.texts.pop(0) if len(self.texts) > 1 else self.texts[0]
         return Transcription(text, audio.seconds, 0.0)
 
@@ -248,17 +253,24 @@ def test_going_on_just_after_the_reply_starts_joins_the_turn_and_later_interrupt
     turn, transcribed whole. With rejoin off (as before) the same speech is two turns around
     an interrupted reply."""
     frames = frames_of(0.5, speech(), 1.5, speech(), 3.0)
-    texts = ("Ten of clubs.", "Ten of clubs.", "Ten of clubs, ten of clubs.")
+    whole = (2.5, "Ten of clubs, ten of clubs.")  # one part with its pre-roll: about 1.8 s
     long_reply = Stream("Noted. I will keep the ten of clubs in mind for the rest of the game.")
     tts = PiperTts(TtsConfig())
     with ScriptedLLM(long_reply, Stream("Both noted.")) as server:
-        _, md = live_turn(tmp_path / "a", frames, ScriptedStt(*texts), server, 12, tts)
+        _, md = live_turn(tmp_path / "a", frames, ScriptedStt("Ten of clubs.", longer=whole),
+                          server, 12, tts)  # fmt: skip
         assert server.user_messages() == ["Ten of clubs, ten of clubs."]  # one request, whole
     turns = [(t.role, t.text) for t in read(md).turns]
     assert turns == [("USER", "Ten of clubs, ten of clubs."), ("ASSISTANT", "Both noted.")]
+    # the whole was transcribed during the silence after the second part, not after it
+    [record] = records(md)
+    events: dict[str, float] = record["events"]  # type: ignore[assignment]
+    assert record["early_transcription"] is True
+    assert events["stt_start"] < events["speech_end"] + 0.3
     off = ReplyConfig(rejoin_ms=0)
     with ScriptedLLM(long_reply, Stream("Both noted.")) as server:
-        _, md = live_turn(tmp_path / "b", frames, ScriptedStt(*texts), server, 12, tts, off)
+        _, md = live_turn(tmp_path / "b", frames, ScriptedStt("Ten of clubs."), server, 12, tts,
+                          off)  # fmt: skip
     roles = [t.role for t in read(md).turns]
     assert roles == ["USER", "ASSISTANT", "USER", "ASSISTANT"]
     assert read(md).turns[1].text.endswith("[interrupted]")

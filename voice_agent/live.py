@@ -78,6 +78,7 @@ class _EarlyStt:
     task: asyncio.Task[Transcription]
     verdict: asyncio.Future[float | None]  # the end-of-turn model's, at vad.judge_after_ms
     heard_at: float | None = None  # time.time() when the words were ready
+    prior: Turn | None = None  # an unanswered turn this one goes on from: transcribed with it
 
 
 @dataclass
@@ -376,9 +377,16 @@ class LiveSession:
 
     def _start_early(self, event: Paused) -> None:
         self._cancel_early()
-        task = asyncio.create_task(self.agent.hear(event.audio))
+        prior = self._unanswered()
+        audio = event.audio
+        if prior is not None and prior.audio is not None:
+            # the user went on before the reply began (or it was a false start): their turn
+            # is transcribed whole, and that can start now rather than after the silence
+            audio = concat([prior.audio, event.audio], SPEECH_RATE_HZ)
+        task = asyncio.create_task(self.agent.hear(audio))
         verdict: asyncio.Future[float | None] = asyncio.get_running_loop().create_future()
-        early = self._early = _EarlyStt(event.generation, time.time(), task, verdict)
+        early = _EarlyStt(event.generation, time.time(), task, verdict, prior=prior)
+        self._early = early
         task.add_done_callback(lambda _: setattr(early, "heard_at", time.time()))
         self._spawn(self._decide_early(early, event))
 
@@ -420,6 +428,15 @@ class LiveSession:
         turn.mark("stt_done", self._early.heard_at)
         log.debug("speculative request for generation %d", ask.generation)
         self._reply(turn, ask.generation)
+
+    def _unanswered(self) -> Turn | None:
+        """The turn whose reply has not begun (or was withdrawn as it began): what the user
+        says now joins it."""
+        pending = self._pending
+        if (pending is None or pending.speculative or pending.turn.committed
+                or pending.turn.audio is None):  # fmt: skip
+            return None
+        return pending.turn
 
     def _cancel_early(self) -> None:
         if self._early is not None:
@@ -485,6 +502,10 @@ class LiveSession:
                     stt_start = early.started
                     heard = await early.task
                     stt_done = early.heard_at  # not when the hangover ended: that is later
+                    if early.prior is not None and early.prior is not self._unanswered():
+                        # transcribed with a turn that has been answered since: alone, now
+                        early, stt_start = None, time.time()
+                        heard = await self.agent.hear(u.audio)
                 else:
                     self._cancel_early()
                     stt_start = time.time()
@@ -504,17 +525,20 @@ class LiveSession:
                 # the user went on before the reply started: one turn, transcribed whole
                 self._drop_reply("merged with what the user said next")
                 audio = concat([pending.turn.audio, u.audio], SPEECH_RATE_HZ)
-                stt_start, stt_done = time.time(), None
-                try:
-                    whole = (await self.agent.transcribe(audio)).text
-                except VoiceAgentError:  # the two parts as heard, then
-                    whole = ""
+                if early is not None and early.prior is pending.turn:
+                    whole = text  # transcribed whole already, during the silence
+                else:
+                    stt_start, stt_done = time.time(), None
+                    try:
+                        whole = (await self.agent.transcribe(audio)).text
+                    except VoiceAgentError:  # the two parts as heard, then
+                        whole = ""
                 text = whole or f"{pending.turn.text} {text}"
             turn = Turn.spoken("microphone", audio, text)
             turn.mark("speech_end", ended)
             turn.mark("stt_start", min(stt_start, time.time()))
             turn.mark("stt_done", stt_done)
-            turn.early_transcription = early is not None and not merged
+            turn.early_transcription = early is not None and (not merged or early.prior is not None)
             self.display.user(text)
             if self.turns.is_end_phrase(text):
                 self.agent.commit(turn)
