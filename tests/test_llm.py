@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 
@@ -254,3 +256,16 @@ def test_the_connection_opened_when_the_user_starts_speaking_is_the_one_the_requ
     [(head, warm_port), (post, request_port)] = server.ports
     assert (head, post) == ("HEAD", "POST")
     assert request_port == warm_port
+
+
+def test_the_http_client_comes_without_its_command_line_tool() -> None:
+    # httpx would import click, rich and pygments (5.7 MB resident) for a CLI the agent
+    # never runs; on a Raspberry Pi with both speech stages on a server that is a tenth of
+    # the agent's memory
+    probe = (
+        "import sys, voice_agent.llm_reply, voice_agent.openai_speech, voice_agent.cli; "
+        "print(' '.join(m for m in ('click', 'rich', 'pygments') if m in sys.modules))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            check=True).stdout.strip()  # fmt: skip
+    assert loaded == ""
