@@ -81,6 +81,7 @@ BAD_VALUES = [
     ("[vad]\nhangover_ms = 0", "vad.hangover_ms must be between 100 and 10000, got 0"),
     ("[vad]\nframe_ms = 25", "vad.frame_ms must be one of 10, 20, 30, got 25"),
     ("[vad]\naggressiveness = 7", "vad.aggressiveness must be between 0 and 3, got 7"),
+    ("[vad]\njudge_after_ms = 0", "vad.judge_after_ms must be between 10 and 10000, got 0"),
     ("[llm]\nmax_tokens = -1", "llm.max_tokens must be between 0 and 1e+07, got -1"),
     ("[llm]\nconnect_timeout_s = -5", "llm.connect_timeout_s must be between 0.1 and 3600"),
     ("[llm]\nturn_timeout_s = nan", "llm.turn_timeout_s must be a number, got nan"),
