@@ -385,6 +385,8 @@ class LiveSession:
             audio = concat([prior.audio, event.audio], SPEECH_RATE_HZ)
         task = asyncio.create_task(self.agent.hear(audio))
         verdict: asyncio.Future[float | None] = asyncio.get_running_loop().create_future()
+        if self.agent.end_of_turn is None:
+            verdict.set_result(None)  # no model (yet): the words and the silence decide
         early = _EarlyStt(event.generation, time.time(), task, verdict, prior=prior)
         self._early = early
         task.add_done_callback(lambda _: setattr(early, "heard_at", time.time()))
@@ -392,7 +394,7 @@ class LiveSession:
 
     def _judge_early(self, event: Judge) -> None:
         early = self._early
-        if early is None or early.generation != event.generation:
+        if early is None or early.generation != event.generation or early.verdict.done():
             return
 
         async def judge() -> None:
