@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from voice_agent.speech_text import for_speech
@@ -41,3 +44,24 @@ def test_no_markup_characters_survive_a_typical_markdown_reply() -> None:
     for mark in ("#", "*", "`", ">", "$", "\\", "|", "---", "✅"):
         assert mark not in spoken, (mark, spoken)
     assert "open the valve" in spoken
+
+
+def test_no_emoji_is_ever_read_out() -> None:
+    """Every emoji the emoji package knows (flags, keycaps, families, skin tones) is dropped,
+    between words and at a reply's end."""
+    import emoji
+
+    for sequence in emoji.EMOJI_DATA:
+        assert for_speech(f"Yes {sequence} we can{sequence}") == "Yes we can.", sequence
+
+
+def test_a_plain_reply_does_not_load_the_emoji_tables() -> None:
+    """The tables hold 7 MB; a reply of ordinary prose (dashes, curly quotes, an ellipsis,
+    accents) needs none of them."""
+    code = (
+        "import sys; from voice_agent.speech_text import for_speech; "
+        "print(for_speech('It\\u2019s 5 \\u00b0C \\u2014 caf\\u00e9, \\u201cfine\\u201d\\u2026'), "
+        "'emoji' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split("\n")[0] == "It\u2019s 5 \u00b0C, caf\u00e9, \u201cfine\u201d... False"

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 
-import emoji
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
@@ -81,12 +80,17 @@ _SYMBOL_WORDS = {
 _LATEX_CMD = re.compile(r"\\([A-Za-z]+|%)")
 _FRAC = re.compile(r"\\[dt]?frac\s*\{([^{}]*)\}\s*\{([^{}]*)\}")
 
+# Every emoji holds a character from here (the emoji package's own tables say so: a test checks
+# each); text without one needs no look-up, and the package's tables (7 MB resident) stay
+# unloaded until a reply has such a character.
+_MAYBE_EMOJI = re.compile("[\u00a9\u00ae\u203c-\U0010ffff]")
+
 _md = MarkdownIt("commonmark").enable("table").enable("strikethrough")
 
 
 def for_speech(reply: str) -> str:
     """Return the words to speak for ``reply`` ("" when nothing is speakable)."""
-    text = emoji.replace_emoji(_THINK.sub(" ", reply), replace=" ")
+    text = _without_emoji(_THINK.sub(" ", reply))
     text = _MATH.sub(lambda m: _latex(next(g for g in m.groups() if g is not None)), text)
     text = _LATEX_CMD.sub(lambda m: _LATEX_WORDS.get(m.group(1), " "), text)
     spoken = _LEFTOVER_MARKS.sub(" ", _blocks(_md.parse(text)))
@@ -94,6 +98,14 @@ def for_speech(reply: str) -> str:
         spoken = spoken.replace(symbol, words)
     lines = (_SPACES.sub(" ", line).strip() for line in spoken.splitlines())
     return re.sub(r"\s+([,.;:!?])", r"\1", "\n".join(line for line in lines if line))
+
+
+def _without_emoji(text: str) -> str:
+    if not _MAYBE_EMOJI.search(text):
+        return text
+    import emoji  # knows every sequence (ZWJ families, skin tones, keycaps, flags)
+
+    return emoji.replace_emoji(text, replace=" ")
 
 
 def _latex(expr: str) -> str:
