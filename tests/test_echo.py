@@ -11,6 +11,7 @@ Bad inputs and faults tried (README, "Echo cancellation"):
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import time
 from collections.abc import Iterator
@@ -27,6 +28,7 @@ from test_vad import first_voiced_sample
 from voice_agent import echo
 from voice_agent.audio import SPEECH_RATE_HZ, Audio, read_file
 from voice_agent.errors import ModelError
+from voice_agent.mic import Microphone
 from voice_agent.speaker import ReferenceClock
 from voice_agent.transcript import read
 from voice_agent.vad import VoiceDetector
@@ -394,6 +396,33 @@ def playback_stop(agent_side: np.ndarray, onset: int) -> float:
         elif i - last >= 80 and last > 0:
             break
     return ((last + 1) * 160 - SPEECH_RATE_HZ) / SPEECH_RATE_HZ
+
+
+def test_a_busy_moment_does_not_move_when_audio_was_captured() -> None:
+    """The agent decides whether a voice over a paused reply is its echo by when that audio
+    was captured. Half a second in which the event loop cannot take the microphone's audio
+    (a synthesis, a transcription's Python side) must not make the audio captured meanwhile
+    look captured afterwards, when the reply had already paused: its echo would pass for the
+    user talking over it (CI saw one such reply stop itself)."""
+
+    async def listen() -> list[float]:
+        m = Microphone()
+        m.start()
+        stamps: list[float] = []
+        async for frame in m.frames():
+            stamps.append(frame.captured_at)
+            if len(stamps) == 25:
+                time.sleep(0.5)  # the loop busy: 25 more frames wait in the queue
+            if len(stamps) == 100:
+                break
+        m.close()
+        return stamps
+
+    stamps = asyncio.run(listen())
+    gaps = np.diff(stamps)
+    # 20 ms frames from 40 ms device blocks: 0 or 40 ms apart, a few ms of jitter
+    assert gaps.max() < 0.1, f"a {gaps.max():.2f} s jump in capture times"
+    assert abs(stamps[-1] - stamps[0] - 99 * 0.02) < 0.1
 
 
 def test_an_underrun_shifts_the_reference_with_the_device() -> None:

@@ -39,6 +39,14 @@ class Frame:
     captured_at: float  # time.monotonic() when its last sample was captured (approximately)
 
 
+@dataclass(frozen=True)
+class _Chunk:
+    """What one device callback delivered, and when (``time.monotonic()``)."""
+
+    samples: Pcm
+    arrived: float
+
+
 class Microphone:
     def __init__(
         self, device: str = "", frame_ms: int = 20, on_note: Callable[[str], None] | None = None
@@ -48,7 +56,7 @@ class Microphone:
         self.frame_samples = SPEECH_RATE_HZ * frame_ms // 1000
         self._note = on_note or (lambda text: None)
         self._stream: Any = None
-        self._queue: asyncio.Queue[Pcm | None] = asyncio.Queue()
+        self._queue: asyncio.Queue[_Chunk | None] = asyncio.Queue()
         self._last_chunk = 0.0
         self.name = ""
         self.rate_hz = SPEECH_RATE_HZ
@@ -59,7 +67,7 @@ class Microphone:
         self._queue = asyncio.Queue()
         self._open(asyncio.get_running_loop(), self._queue)
 
-    def _open(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[Pcm | None]) -> None:
+    def _open(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[_Chunk | None]) -> None:
         """Open the device; raises DeviceError with what to do when it cannot."""
         sd = self._sd
         index, info = find_device(sd, self.device_spec, "input")
@@ -73,13 +81,17 @@ class Microphone:
         )
 
         def callback(indata: Any, frames: int, time_info: Any, status: Any) -> None:
+            # stamped here, not when the event loop takes it: a loop busy for a few hundred
+            # ms (synthesis, a transcription's Python side) would make audio captured while
+            # the reply still played look captured after it paused (and its echo a barge-in)
+            arrived = time.monotonic()
             if channels == 1:
                 data = indata[:, 0].copy()
             else:  # a stereo-only microphone: both channels, in case the voice is on one
                 data = indata.mean(axis=1).round().astype(np.int16)
             if resampler is not None:
                 data = resampler.resample_chunk(data)
-            loop.call_soon_threadsafe(queue.put_nowait, data)
+            loop.call_soon_threadsafe(queue.put_nowait, _Chunk(data, arrived))
 
         try:
             self._stream = sd.InputStream(
@@ -122,8 +134,8 @@ class Microphone:
                 if backoff > 0.5:
                     self._note(f"(microphone {self.name!r} is back)")
                 backoff = 0.5
-                pending = np.concatenate([pending, chunk])
-                now = self._last_chunk - self.latency_s
+                pending = np.concatenate([pending, chunk.samples])
+                now = chunk.arrived - self.latency_s
                 n = self.frame_samples
                 while len(pending) >= n:
                     frame, pending = pending[:n], pending[n:]
