@@ -254,6 +254,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if debug else logging.INFO if opts.get("verbose") else logging.WARNING,
         handlers=[handler],
     )
+    # its block parser logs every rule it tries: ten lines per spoken sentence that bury the
+    # agent's own in a --debug log
+    logging.getLogger("markdown_it").setLevel(logging.INFO)
     try:
         config = load(opts.get("config"), os.environ, _flag_settings(opts))
         return _dispatch(opts, config)
