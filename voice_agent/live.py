@@ -50,6 +50,13 @@ DOUBT_FRAMES = 50  # voiced frames after which a start is the user's anyway (1 s
 # sentence was lost to the resumed reply).
 ECHO_GONE_FRAMES = 15
 ECHO_MARGIN_S = 0.1  # beyond the output latency: the device's clock and the capture's jitter
+# Voiced frames captured past that point before a start unlike the reply stops it for good
+# (300 ms at 20 ms). After an output underrun the sound server refills its buffer, and the
+# reply's sound can reach the microphone later than the device's stated latency says: a leak
+# then outlasted the margin and stopped a reply with no word of the user's in it (1 of 20
+# replies, twice, in full test runs). Playback is paused from the start either way, so
+# waiting costs the user nothing; a shorter voice is judged by its words when it ends.
+PAST_ECHO_FRAMES = 15
 # A reply the user talks over just after it began (``reply.rejoin_ms``) was a false start only
 # if they had paused, not finished: after this much silence they had finished, and the reply
 # was merely late (a slow model): it is interrupted and kept, not withdrawn. The pause set's
@@ -130,6 +137,7 @@ class LiveSession:
         self._tasks: set[asyncio.Task[None]] = set()
         self._deaf = False
         self._doubted = 0  # voiced frames heard since a start that may be echo, 0 = none
+        self._past_echo = 0  # of them, captured after the paused reply's sound was gone
         self._quiet = 0  # unvoiced frames in a row while doubted
         self._recheck_at = 0  # the voiced-frame count of the next recheck
         self._paused_at = 0.0  # time.monotonic() of the pause for a doubted start
@@ -213,6 +221,7 @@ class LiveSession:
         elif self._doubted and voiced:
             self._quiet = 0
             self._doubted += 1
+            self._past_echo += self._past_the_echo(frame)
             if self._past_the_echo(frame) and self._doubted >= self._recheck_at:
                 self._recheck_at = self._doubted + RECHECK_FRAMES
                 self._barge_in_unless_echo()
@@ -220,7 +229,7 @@ class LiveSession:
             self._quiet += 1
             if self._quiet == ECHO_GONE_FRAMES and self._echo_like and self.speaker.paused:
                 log.debug("a doubted voice stopped with the reply: its echo, reply resumed")
-                self._doubted = 1  # a leak that comes back is doubted afresh
+                self._doubted, self._past_echo = 1, 0  # a leak that comes back: doubted afresh
                 self.speaker.resume()
         self._update_gate()
 
@@ -300,6 +309,7 @@ class LiveSession:
                 self.speaker.pause()  # at once; resumed if it was only the reply's echo
                 self._doubted, self._quiet, self._recheck_at = 1, 0, 0
                 self._paused_at = self._onset_at if paused_on_level else time.monotonic()
+                self._past_echo = 1 if self._past_the_echo(frame) else 0
                 self._doubt_began = time.time()
                 self._echo_like = self._likeness() >= ECHO_LIKENESS
                 if self._past_the_echo(frame):
@@ -345,6 +355,10 @@ class LiveSession:
         likeness = self._likeness()
         if likeness >= ECHO_LIKENESS and self._doubted < DOUBT_FRAMES:
             log.debug("speech start doubted: %.2f like the reply", likeness)
+            return
+        if self._past_echo < PAST_ECHO_FRAMES and self._doubted < DOUBT_FRAMES:
+            log.debug("speech start doubted: %d voiced frames past the reply's echo so far",
+                      self._past_echo)  # fmt: skip
             return
         self._doubted = 0
         if self.speaker.speaking:
