@@ -389,6 +389,33 @@ class ShortIsNothingStt(ScriptedStt):
         return Transcription("" if audio.seconds < 1.5 else "Ten of clubs.", audio.seconds, 0.0)
 
 
+class NothingAloneStt(ScriptedStt):
+    """The user's words in any audio that holds their turn; nothing in a short sound alone."""
+
+    def __init__(self) -> None:
+        super().__init__("Ten of clubs.")
+
+    def transcribe(self, audio: Audio) -> Transcription:
+        return Transcription("" if audio.seconds < 1.3 else "Ten of clubs.", audio.seconds, 0.0)
+
+
+@pytest.mark.slow
+def test_a_wordless_sound_while_the_model_thinks_is_neither_a_turn_nor_a_new_request(
+    tmp_path: Path,
+) -> None:
+    """A sound after the user's turn, before its reply begins (the thinking tone's echo, a
+    knock): transcribed with the turn it may go on from it gives only that turn's words. It
+    adds none, so it is no turn: the request in flight is kept, not cancelled and asked
+    again, and the user's words are shown and kept once."""
+    knock = speech().samples[int(0.4 * SPEECH_RATE_HZ) : int(0.7 * SPEECH_RATE_HZ)]
+    frames = frames_of(0.5, speech(), 1.2, Audio(knock, SPEECH_RATE_HZ), 6.0)
+    with ScriptedLLM(Stream("All right.", first_token_delay_s=3.0)) as server:
+        _, md = live_turn(tmp_path, frames, NothingAloneStt(), server, 9)
+        assert len(server.requests) == 1
+    turns = [(t.role, t.text) for t in read(md).turns]
+    assert turns == [("USER", "Ten of clubs."), ("ASSISTANT", "All right.")]
+
+
 @pytest.mark.slow
 def test_a_leak_that_outlasts_the_echo_margin_pauses_the_reply_but_never_stops_it(
     tmp_path: Path,

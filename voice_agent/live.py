@@ -30,7 +30,7 @@ from voice_agent.push_to_talk import push_to_talk
 from voice_agent.recorder import Turn
 from voice_agent.speaker import Speaker
 from voice_agent.stt import Transcription
-from voice_agent.turn_taking import Ask, Judge, TurnEvent, TurnTaking
+from voice_agent.turn_taking import Ask, Judge, TurnEvent, TurnTaking, words
 from voice_agent.vad import Paused, Resumed, Started, Utterance, VoiceDetector
 from voice_agent.wake import Wakefulness, Woken, only_the_wake_word
 
@@ -522,6 +522,13 @@ class LiveSession:
                         # transcribed with a turn that has been answered since: alone, now
                         early, stt_start = None, time.time()
                         heard = await self.agent.hear(u.audio)
+                    elif early.prior is not None and not _more_words(heard.text, early.prior):
+                        # no more words than the turn it went on from: the new audio may hold
+                        # none (the thinking tone's echo, a knock), and then it is no turn
+                        alone = await self.agent.hear(u.audio)
+                        if not alone.text:
+                            log.info("no words in %.1f s of audio", u.audio.seconds)
+                            return
                 else:
                     self._cancel_early()
                     stt_start = time.time()
@@ -604,6 +611,10 @@ class LiveSession:
         if pending is not None and not pending.turn.committed and pending.turn.text:
             self.agent.commit(pending.turn)  # what the user said is kept even if never answered
         self.display.status("stopped")
+
+
+def _more_words(whole: str, prior: Turn) -> bool:
+    return len(words(whole)) > len(words(prior.text))
 
 
 def is_echo(heard: str, reply: str) -> bool:
