@@ -335,13 +335,16 @@ class PauseTimingSpeaker(Speaker):
 
 
 class LeakStt(ScriptedStt):
-    """The user's words for their turn; no words in the 0.3 s leak (what Whisper made of one)."""
+    """The user's words for their turn; no words in an utterance shorter than ``words_from_s``
+    (a leak or a knock: what Whisper made of a 0.3 s one)."""
 
-    def __init__(self) -> None:
+    def __init__(self, words_from_s: float = 0.6) -> None:
         super().__init__("Ten of clubs.")
+        self.words_from_s = words_from_s
 
     def transcribe(self, audio: Audio) -> Transcription:
-        return Transcription("" if audio.seconds < 0.6 else "Ten of clubs.", audio.seconds, 0.0)
+        text = "" if audio.seconds < self.words_from_s else "Ten of clubs."
+        return Transcription(text, audio.seconds, 0.0)
 
 
 @pytest.mark.slow
@@ -379,26 +382,6 @@ class ClearCanceller(LeakingCanceller):
         return 0.0
 
 
-class ShortIsNothingStt(ScriptedStt):
-    """The user's words for their turn; nothing in a shorter utterance (a leak's)."""
-
-    def __init__(self) -> None:
-        super().__init__("Ten of clubs.")
-
-    def transcribe(self, audio: Audio) -> Transcription:
-        return Transcription("" if audio.seconds < 1.5 else "Ten of clubs.", audio.seconds, 0.0)
-
-
-class NothingAloneStt(ScriptedStt):
-    """The user's words in any audio that holds their turn; nothing in a short sound alone."""
-
-    def __init__(self) -> None:
-        super().__init__("Ten of clubs.")
-
-    def transcribe(self, audio: Audio) -> Transcription:
-        return Transcription("" if audio.seconds < 1.3 else "Ten of clubs.", audio.seconds, 0.0)
-
-
 @pytest.mark.slow
 def test_a_wordless_sound_while_the_model_thinks_is_neither_a_turn_nor_a_new_request(
     tmp_path: Path,
@@ -410,7 +393,7 @@ def test_a_wordless_sound_while_the_model_thinks_is_neither_a_turn_nor_a_new_req
     knock = speech().samples[int(0.4 * SPEECH_RATE_HZ) : int(0.7 * SPEECH_RATE_HZ)]
     frames = frames_of(0.5, speech(), 1.2, Audio(knock, SPEECH_RATE_HZ), 6.0)
     with ScriptedLLM(Stream("All right.", first_token_delay_s=3.0)) as server:
-        _, md = live_turn(tmp_path, frames, NothingAloneStt(), server, 9)
+        _, md = live_turn(tmp_path, frames, LeakStt(1.3), server, 9)
         assert len(server.requests) == 1
     turns = [(t.role, t.text) for t in read(md).turns]
     assert turns == [("USER", "Ten of clubs."), ("ASSISTANT", "All right.")]
@@ -429,7 +412,7 @@ def test_a_leak_that_outlasts_the_echo_margin_pauses_the_reply_but_never_stops_i
     frames = frames_of(0.5, speech(), 0.2, speech(), 2.5, Audio(leak, SPEECH_RATE_HZ), 9.0)
     speakers, timed = timed_speakers()
     with ScriptedLLM(Stream(LONG_REPLY)) as server:
-        _, md = live_turn(tmp_path, frames, ShortIsNothingStt(), server, 15,
+        _, md = live_turn(tmp_path, frames, LeakStt(1.5), server, 15,
                           PiperTts(TtsConfig()), echo=ClearCanceller(),
                           speaker_type=timed)  # type: ignore[arg-type]  # fmt: skip
         assert len(server.requests) == 1

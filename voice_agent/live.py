@@ -221,8 +221,9 @@ class LiveSession:
         elif self._doubted and voiced:
             self._quiet = 0
             self._doubted += 1
-            self._past_echo += self._past_the_echo(frame)
-            if self._past_the_echo(frame) and self._doubted >= self._recheck_at:
+            past = self._past_the_echo(frame)
+            self._past_echo += past
+            if past and self._doubted >= self._recheck_at:
                 self._recheck_at = self._doubted + RECHECK_FRAMES
                 self._barge_in_unless_echo()
         elif self._doubted:
